@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "SeqRoute",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "seqroute", targets: ["seqroute"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        // libpq from Debian's libpq-dev.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // Pure logic: protocol, featurizer, configuration, decision problem, policies.
+        .target(name: "SeqRouteCore"),
+        // The PostgreSQL ledger: libpq wrapper, migrations, group committer.
+        .target(
+            name: "SeqRouteLedger",
+            dependencies: ["CLibPQ", "SeqRouteCore"]
+        ),
+        // The daemon: socket server, request handling, systemd integration, embedded cluster.
+        .target(
+            name: "SeqRouteServer",
+            dependencies: [
+                "SeqRouteCore", "SeqRouteLedger",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "seqroute",
+            dependencies: [
+                "SeqRouteCore", "SeqRouteLedger", "SeqRouteServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .testTarget(name: "SeqRouteCoreTests", dependencies: ["SeqRouteCore"]),
+        .testTarget(
+            name: "SeqRouteIntegrationTests",
+            dependencies: ["SeqRouteCore", "SeqRouteLedger", "SeqRouteServer"]
+        ),
+    ]
+)

@@ -1,0 +1,194 @@
+// The daemon's configuration (config/seqroute.toml), validated: a bad value is refused with a
+// message that names its key.
+
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var key: String
+    public var message: String
+    public init(key: String, _ message: String) {
+        self.key = key
+        self.message = message
+    }
+    public var description: String { key.isEmpty ? message : "\(key): \(message)" }
+}
+
+public struct Configuration: Sendable, Equatable {
+    // [server]
+    public var socketPath = "/run/seqroute/seqroute.sock"
+    public var socketMode: UInt32 = 0o660
+    public var maxLineBytes = 65_536
+    // [ledger]
+    /// Empty: start the embedded PostgreSQL cluster in `dataDirectory`.
+    public var dsn = ""
+    public var dataDirectory = ".seqroute"
+    public var holdExpirySeconds = 600
+    public var defaultAccount = "default"
+    public var defaultAccountCap: Int64 = 100_000_000
+    public var maxBatch = 512
+    // [routing]
+    public var defaultSessionBudget: Int64 = 0
+    public var defaultHorizon = 8
+    public var lambda = 0.0
+    public var exploration = 0.05
+    public var defaultPromptTokens = 500
+    public var fallbackModel: String?
+    public var seed: UInt64 = 1
+    public var featureDimension = 64
+    // [[models]]
+    public var pool = ModelPool(models: [])
+
+    public init() {}
+
+    /// Reads and validates a configuration file's text.
+    public static func parse(_ text: String) throws -> Configuration {
+        let doc: [String: TOMLValue]
+        do { doc = try TOML.parse(text) } catch let e as TOMLError {
+            throw ConfigError(key: "", "cannot read configuration: \(e)")
+        }
+        var c = Configuration()
+        let known: Set<String> = ["server", "ledger", "routing", "models"]
+        for k in doc.keys where !known.contains(k) {
+            throw ConfigError(key: k, "unknown section or key")
+        }
+        var server = try Section(doc, "server", ["socket", "socket_mode", "max_line_bytes"])
+        c.socketPath = try server.string("socket") ?? c.socketPath
+        if let mode = try server.string("socket_mode") {
+            guard let m = UInt32(mode, radix: 8), m <= 0o777 else {
+                throw ConfigError(key: "server.socket_mode", "must be an octal mode such as \"0660\"")
+            }
+            c.socketMode = m
+        }
+        c.maxLineBytes = try server.int("max_line_bytes", 64...16_777_216) ?? c.maxLineBytes
+
+        var ledger = try Section(doc, "ledger", ["dsn", "data_dir", "hold_expiry_seconds", "default_account",
+                                                 "default_account_cap", "max_batch"])
+        c.dsn = try ledger.string("dsn") ?? c.dsn
+        c.dataDirectory = try ledger.string("data_dir") ?? c.dataDirectory
+        c.holdExpirySeconds = try ledger.int("hold_expiry_seconds", 1...31_536_000) ?? c.holdExpirySeconds
+        c.defaultAccount = try ledger.string("default_account") ?? c.defaultAccount
+        c.defaultAccountCap = try ledger.money("default_account_cap") ?? c.defaultAccountCap
+        c.maxBatch = try ledger.int("max_batch", 1...10_000) ?? c.maxBatch
+
+        var routing = try Section(doc, "routing", ["default_session_budget", "default_horizon", "lambda",
+                                                   "exploration", "default_prompt_tokens", "fallback_model",
+                                                   "seed", "feature_dimension"])
+        c.defaultSessionBudget = try routing.money("default_session_budget") ?? c.defaultSessionBudget
+        c.defaultHorizon = try routing.int("default_horizon", 1...Limits.maxHorizon) ?? c.defaultHorizon
+        c.lambda = try routing.double("lambda", 0...Limits.maxLambda) ?? c.lambda
+        c.exploration = try routing.double("exploration", 0...1) ?? c.exploration
+        c.defaultPromptTokens = try routing.int("default_prompt_tokens", 1...Limits.maxTokens) ?? c.defaultPromptTokens
+        c.fallbackModel = try routing.string("fallback_model").flatMap { $0.isEmpty ? nil : $0 }
+        c.seed = UInt64(try routing.int("seed", 0...Int.max) ?? Int(c.seed))
+        c.featureDimension = try routing.int("feature_dimension", 8...Limits.maxFeatures) ?? c.featureDimension
+
+        guard case .array(let models)? = doc["models"] else {
+            throw ConfigError(key: "models", "at least one [[models]] entry is needed")
+        }
+        var list: [ModelSpec] = []
+        for (n, entry) in models.enumerated() {
+            guard case .table(let t) = entry else { throw ConfigError(key: "models[\(n)]", "must be a table") }
+            var m = try Section(t, path: "models[\(n)]", ["name", "input_price", "output_price",
+                                                          "max_output_tokens", "quality", "task_quality"])
+            guard let name = try m.string("name"), !name.isEmpty, name.utf8.count <= 128,
+                  !name.contains(where: { $0 == " " || $0 == "=" || $0 == "%" })
+            else {
+                throw ConfigError(key: "models[\(n)].name", "needs a name of 1 to 128 bytes without spaces, '=' or '%'")
+            }
+            guard let inPrice = try m.money("input_price") else {
+                throw ConfigError(key: "models[\(n)].input_price", "is required (micro-units per million tokens)")
+            }
+            guard let outPrice = try m.money("output_price") else {
+                throw ConfigError(key: "models[\(n)].output_price", "is required (micro-units per million tokens)")
+            }
+            guard let maxOut = try m.int("max_output_tokens", 1...Limits.maxTokens) else {
+                throw ConfigError(key: "models[\(n)].max_output_tokens", "is required")
+            }
+            let quality = try m.double("quality", 0...1) ?? 0.5
+            var perTask: [String: Double] = [:]
+            if let tq = m.values.removeValue(forKey: "task_quality") {
+                guard case .table(let tt) = tq else {
+                    throw ConfigError(key: "models[\(n)].task_quality", "must be an inline table of task = quality")
+                }
+                for (task, v) in tt {
+                    let q: Double
+                    switch v {
+                    case .float(let d): q = d
+                    case .integer(let i): q = Double(i)
+                    default: throw ConfigError(key: "models[\(n)].task_quality.\(task)", "must be a number")
+                    }
+                    guard q >= 0, q <= 1 else {
+                        throw ConfigError(key: "models[\(n)].task_quality.\(task)", "must be in [0,1]")
+                    }
+                    perTask[task] = q
+                }
+            }
+            if list.contains(where: { $0.name == name }) {
+                throw ConfigError(key: "models[\(n)].name", "duplicate model \(name)")
+            }
+            list.append(ModelSpec(name: name, inputPrice: inPrice, outputPrice: outPrice, maxOutputTokens: maxOut,
+                                  quality: quality, taskQuality: perTask))
+        }
+        guard !list.isEmpty else { throw ConfigError(key: "models", "at least one [[models]] entry is needed") }
+        c.pool = ModelPool(models: list)
+        if let f = c.fallbackModel, !list.contains(where: { $0.name == f }) {
+            throw ConfigError(key: "routing.fallback_model", "names no configured model: \(f)")
+        }
+        return c
+    }
+
+    /// One section's values; reading a key removes it, so leftover keys are reported as unknown.
+    private struct Section {
+        var values: [String: TOMLValue]
+        let path: String
+
+        init(_ doc: [String: TOMLValue], _ name: String, _ allowed: Set<String>) throws {
+            switch doc[name] {
+            case nil: self.init([:], path: name, allowed: allowed)
+            case .table(let t)?: try self.init(t, path: name, allowed)
+            case let v?: throw ConfigError(key: name, "must be a table, found \(v.typeName)")
+            }
+        }
+        init(_ values: [String: TOMLValue], path: String, _ allowed: Set<String>) throws {
+            for k in values.keys where !allowed.contains(k) {
+                throw ConfigError(key: "\(path).\(k)", "unknown key")
+            }
+            self.init(values, path: path, allowed: allowed)
+        }
+        private init(_ values: [String: TOMLValue], path: String, allowed: Set<String>) {
+            self.values = values
+            self.path = path
+        }
+
+        mutating func string(_ k: String) throws -> String? {
+            guard let v = values.removeValue(forKey: k) else { return nil }
+            guard case .string(let s) = v else { throw ConfigError(key: "\(path).\(k)", "must be a string, found \(v.typeName)") }
+            return s
+        }
+        mutating func int(_ k: String, _ range: ClosedRange<Int>) throws -> Int? {
+            guard let v = values.removeValue(forKey: k) else { return nil }
+            guard case .integer(let i) = v, let n = Int(exactly: i), range.contains(n) else {
+                throw ConfigError(key: "\(path).\(k)", "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n
+        }
+        mutating func money(_ k: String) throws -> Int64? {
+            guard let v = values.removeValue(forKey: k) else { return nil }
+            guard case .integer(let i) = v, i >= 0, i <= Limits.maxMoney else {
+                throw ConfigError(key: "\(path).\(k)", "must be a non-negative integer count of micro-units")
+            }
+            return i
+        }
+        mutating func double(_ k: String, _ range: ClosedRange<Double>) throws -> Double? {
+            guard let v = values.removeValue(forKey: k) else { return nil }
+            let d: Double
+            switch v {
+            case .float(let x): d = x
+            case .integer(let x): d = Double(x)
+            default: throw ConfigError(key: "\(path).\(k)", "must be a number")
+            }
+            guard range.contains(d) else {
+                throw ConfigError(key: "\(path).\(k)", "must be in [\(range.lowerBound), \(range.upperBound)]")
+            }
+            return d
+        }
+    }
+}

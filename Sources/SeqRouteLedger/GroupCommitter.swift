@@ -1,0 +1,224 @@
+// Group commit (money rule 5): requests queue here; one thread owns one PostgreSQL connection,
+// takes everything queued, applies it in one transaction with one round trip, and only then
+// answers each request. libpq blocks, so this thread keeps it away from the socket's event loops.
+// While the ledger is unreachable every request fails at once with `unavailable`, and the
+// thread reconnects by itself.
+
+import Foundation
+
+public final class GroupCommitter: @unchecked Sendable {
+    public typealias Completion = @Sendable (Result<LedgerResult, LedgerFailure>) -> Void
+
+    public struct Counters: Sendable {
+        public var batches = 0
+        public var operations = 0
+        public var reconnects = 0
+        public var expiredHolds = 0
+        public var largestBatch = 0
+    }
+
+    private let dsn: String
+    private let maxBatch: Int
+    private let holdExpirySeconds: Int
+    private let log: @Sendable (String) -> Void
+
+    private let cond = NSCondition()
+    private var queue: [(LedgerOperation, Completion)] = []
+    private var connected = false
+    private var lastFailure = ""
+    private var stopping = false
+    private var stopped = false
+    private var counters = Counters()
+    private var thread: Thread?
+
+    /// How often a down ledger is retried, and unreported holds are expired.
+    private let housekeepingInterval: TimeInterval = 0.5
+
+    public init(dsn: String, maxBatch: Int, holdExpirySeconds: Int, log: @escaping @Sendable (String) -> Void) {
+        self.dsn = dsn
+        self.maxBatch = maxBatch
+        self.holdExpirySeconds = holdExpirySeconds
+        self.log = log
+    }
+
+    /// Connects (throws when the ledger is unreachable) and starts the committer thread.
+    public func start() throws {
+        let db = try PGConnection(dsn: dsn)
+        cond.lock()
+        connected = true
+        cond.unlock()
+        let t = Thread { [self] in run(db) }
+        t.name = "seqroute-committer"
+        thread = t
+        t.start()
+    }
+
+    /// Commits what is queued, then stops the thread. Later submissions fail as unavailable.
+    public func stop() {
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        while !stopped && thread != nil { cond.wait() }
+        cond.unlock()
+    }
+
+    public var counterSnapshot: Counters {
+        cond.lock()
+        defer { cond.unlock() }
+        return counters
+    }
+
+    public var isConnected: Bool {
+        cond.lock()
+        defer { cond.unlock() }
+        return connected
+    }
+
+    public func submit(_ op: LedgerOperation, _ done: @escaping Completion) {
+        cond.lock()
+        guard connected, !stopping else {
+            let why = stopping ? "the daemon is shutting down" : "the ledger is unreachable: \(lastFailure)"
+            cond.unlock()
+            done(.failure(.unavailable(why)))
+            return
+        }
+        queue.append((op, done))
+        cond.signal()
+        cond.unlock()
+    }
+
+    public func submit(_ op: LedgerOperation) async -> Result<LedgerResult, LedgerFailure> {
+        await withCheckedContinuation { cont in submit(op) { cont.resume(returning: $0) } }
+    }
+
+    private func run(_ first: PGConnection) {
+        var db: PGConnection? = first
+        var nextHousekeeping = Date()
+        while true {
+            cond.lock()
+            while queue.isEmpty && !stopping && Date() < nextHousekeeping {
+                _ = cond.wait(until: nextHousekeeping)
+            }
+            if queue.isEmpty && stopping {
+                stopped = true
+                connected = false
+                cond.broadcast()
+                cond.unlock()
+                return
+            }
+            let batch = Array(queue.prefix(maxBatch))
+            queue.removeFirst(batch.count)
+            cond.unlock()
+
+            if !batch.isEmpty {
+                db = commit(batch, on: db)
+            }
+            if Date() >= nextHousekeeping {
+                db = housekeeping(db)
+                nextHousekeeping = Date().addingTimeInterval(housekeepingInterval)
+            }
+        }
+    }
+
+    private func markDown(_ error: PGError) {
+        cond.lock()
+        let wasUp = connected
+        connected = false
+        lastFailure = error.message
+        let pending = queue
+        queue.removeAll()
+        cond.unlock()
+        if wasUp { log("<3>ledger unreachable: \(error.message)") }
+        for (_, done) in pending { done(.failure(.unavailable("the ledger is unreachable: \(error.message)"))) }
+    }
+
+    private func commit(_ batch: [(LedgerOperation, Completion)], on db: PGConnection?) -> PGConnection? {
+        guard let db else {
+            for (_, done) in batch { done(.failure(.unavailable("the ledger is unreachable: \(lastFailure)"))) }
+            return nil
+        }
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let rows = try apply(batch.map(\.0), on: db)
+                cond.lock()
+                counters.batches += 1
+                counters.operations += batch.count
+                counters.largestBatch = max(counters.largestBatch, batch.count)
+                cond.unlock()
+                for (i, (_, done)) in batch.enumerated() { done(.success(rows[i])) }
+                return db
+            } catch let e as PGError where e.connectionLost {
+                // The commit's fate is unknown to us; nothing was acknowledged, so the client
+                // sees `unavailable` and may retry (REPORT is idempotent).
+                markDown(e)
+                for (_, done) in batch { done(.failure(.unavailable("the ledger connection was lost: \(e.message)"))) }
+                return nil
+            } catch let e as PGError where (e.sqlState == "40P01" || e.sqlState == "40001") && attempt < 5 {
+                continue  // deadlock or serialization failure: the batch rolled back; run it again
+            } catch {
+                if batch.count == 1 {
+                    log("<3>ledger refused an operation: \(error)")
+                    batch[0].1(.failure(.internalError("\(error)")))
+                    return db
+                }
+                // One operation spoiled the batch: apply each alone so that the others commit.
+                var conn: PGConnection? = db
+                for item in batch { conn = commit([item], on: conn) }
+                return conn
+            }
+        }
+    }
+
+    private func apply(_ ops: [LedgerOperation], on db: PGConnection) throws -> [LedgerResult] {
+        var json = "["
+        json.reserveCapacity(ops.count * 900)
+        for (i, op) in ops.enumerated() {
+            if i > 0 { json += "," }
+            op.appendJSON(to: &json)
+        }
+        json += "]"
+        let rows = try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json])
+        guard rows.count == ops.count else {
+            throw PGError(sqlState: nil, message: "seqroute_apply answered \(rows.count) rows for \(ops.count) operations",
+                          connectionLost: false)
+        }
+        return rows.map(LedgerResult.init)
+    }
+
+    private func housekeeping(_ db: PGConnection?) -> PGConnection? {
+        var db = db
+        if db == nil || !(db!.isHealthy) {
+            do {
+                db = try PGConnection(dsn: dsn)
+                cond.lock()
+                connected = !stopping
+                counters.reconnects += 1
+                cond.unlock()
+                log("<5>ledger reachable again")
+            } catch let e as PGError {
+                markDown(e)
+                return nil
+            } catch {
+                return nil
+            }
+        }
+        do {
+            let rows = try db!.query("SELECT seqroute_expire_holds(make_interval(secs => $1))", [String(holdExpirySeconds)])
+            let n = rows.first?.int(0) ?? 0
+            if n > 0 {
+                cond.lock()
+                counters.expiredHolds += n
+                cond.unlock()
+                log("<5>expired \(n) unreported hold(s)")
+            }
+        } catch let e as PGError where e.connectionLost {
+            markDown(e)
+            return nil
+        } catch {
+            log("<4>hold expiry failed: \(error)")
+        }
+        return db
+    }
+}

@@ -1,0 +1,159 @@
+// The operations the daemon asks of the ledger, and their encoding for seqroute_apply().
+
+import SeqRouteCore
+
+public struct RouteRecord: Sendable {
+    public var session: String
+    public var turn: Int
+    /// nil asks the ledger to record a bankrupt turn (after checking that `minHold` fits nowhere).
+    public var model: String?
+    public var hold: Int64
+    public var minHold: Int64
+    public var policyVersion: String
+    public var lambda: Double
+    public var poolID: String
+    public var task: String?
+    public var promptTokens: Int
+    public var features: [Double]
+    public var budgetState: [Double]
+    public var holds: [Int64]
+    public var feasible: [Bool]
+    public var propensity: Double?
+    public var scores: [Double]?
+
+    public init(session: String, turn: Int, model: String?, hold: Int64, minHold: Int64, policyVersion: String,
+                lambda: Double, poolID: String, task: String?, promptTokens: Int, features: [Double],
+                budgetState: [Double], holds: [Int64], feasible: [Bool], propensity: Double?, scores: [Double]?) {
+        self.session = session
+        self.turn = turn
+        self.model = model
+        self.hold = hold
+        self.minHold = minHold
+        self.policyVersion = policyVersion
+        self.lambda = lambda
+        self.poolID = poolID
+        self.task = task
+        self.promptTokens = promptTokens
+        self.features = features
+        self.budgetState = budgetState
+        self.holds = holds
+        self.feasible = feasible
+        self.propensity = propensity
+        self.scores = scores
+    }
+}
+
+public enum LedgerOperation: Sendable {
+    case open(session: String, account: String, user: String?, budget: Int64, horizon: Int?, lambda: Double?)
+    case route(RouteRecord)
+    case report(ReportRequest)
+    case feedback(session: String, turn: Int, quality: Double)
+    case close(session: String)
+    case status(session: String)
+
+    /// One element of the JSON array that seqroute_apply() reads.
+    func appendJSON(to out: inout String) {
+        var o = JSONObject()
+        switch self {
+        case let .open(session, account, user, budget, horizon, lambda):
+            o.add("k", "open"); o.add("s", session); o.add("a", account); o.add("u", user)
+            o.add("b", budget); o.add("h", horizon.map(Int64.init)); o.add("l", lambda)
+        case .route(let r):
+            o.add("k", "route"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("m", r.model)
+            o.add("hd", r.hold); o.add("mh", r.minHold); o.add("pv", r.policyVersion); o.add("l", r.lambda)
+            o.add("pool", r.poolID); o.add("task", r.task); o.add("pt", Int64(r.promptTokens))
+            o.add("f", pgArray(r.features.map { shortestFloat($0) }))
+            o.add("bs", pgArray(r.budgetState.map { "\($0)" }))
+            o.add("hs", pgArray(r.holds.map { "\($0)" }))
+            o.add("fe", pgArray(r.feasible.map { $0 ? "t" : "f" }))
+            o.add("p", r.propensity)
+            o.add("sc", r.scores.map { pgArray($0.map { "\($0)" }) })
+        case .report(let r):
+            o.add("k", "report"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("c", r.cost)
+            o.add("q", r.quality); o.add("i", r.inTokens.map(Int64.init)); o.add("o", r.outTokens.map(Int64.init))
+        case let .feedback(session, turn, quality):
+            o.add("k", "feedback"); o.add("s", session); o.add("t", Int64(turn)); o.add("q", quality)
+        case .close(let session):
+            o.add("k", "close"); o.add("s", session)
+        case .status(let session):
+            o.add("k", "status"); o.add("s", session)
+        }
+        out += o.text + "}"
+    }
+}
+
+/// One row of seqroute_apply()'s answer.
+public struct LedgerResult: Sendable, Equatable {
+    public var status: String
+    public var v: [Int64?]
+    public var d1: Double?
+    public var info: String?
+    public var closed: Bool?
+
+    init(_ row: PGRow) {
+        status = row[0] ?? "internal"
+        v = (1...6).map { row.int64($0) }
+        d1 = row.double(7)
+        info = row[8]
+        closed = row.bool(9)
+    }
+}
+
+public enum LedgerFailure: Error, Equatable, Sendable {
+    /// The ledger cannot be reached; nothing is known to be committed.
+    case unavailable(String)
+    /// The ledger refused the operation for a reason that is a bug, not the client's input.
+    case internalError(String)
+}
+
+private struct JSONObject {
+    var text = "{"
+    var first = true
+    mutating func key(_ k: String) {
+        if !first { text += "," }
+        first = false
+        text += "\"\(k)\":"
+    }
+    mutating func add(_ k: String, _ v: String?) {
+        guard let v else { return }
+        key(k)
+        text += jsonString(v)
+    }
+    mutating func add(_ k: String, _ v: Int64?) {
+        guard let v else { return }
+        key(k)
+        text += String(v)
+    }
+    mutating func add(_ k: String, _ v: Double?) {
+        guard let v, v.isFinite else { return }
+        key(k)
+        text += "\(v)"
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 || u.value == 0x7F {
+                let hex = String(u.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// A PostgreSQL array literal of plain numbers or booleans.
+private func pgArray(_ items: [String]) -> String { "{" + items.joined(separator: ",") + "}" }
+
+/// Features are stored as real (float4): print them at that precision to keep the batch small.
+private func shortestFloat(_ x: Double) -> String { "\(Float(x))" }

@@ -1,0 +1,138 @@
+// A small safe wrapper around libpq: one connection, parameterized statements, text results.
+// Not thread-safe: a connection may move between threads but is used by one at a time.
+
+import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct PGError: Error, CustomStringConvertible, Sendable {
+    /// SQLSTATE, when the server sent one.
+    public var sqlState: String?
+    public var message: String
+    /// True when the connection itself failed (the ledger is unreachable), not the statement.
+    public var connectionLost: Bool
+    public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
+}
+
+public struct PGRow: Sendable {
+    public var values: [String?]
+    public subscript(_ i: Int) -> String? { values[i] }
+    public func int64(_ i: Int) -> Int64? { values[i].flatMap { Int64($0) } }
+    public func int(_ i: Int) -> Int? { values[i].flatMap { Int($0) } }
+    public func double(_ i: Int) -> Double? { values[i].flatMap { Double($0) } }
+    public func bool(_ i: Int) -> Bool? { values[i].map { $0 == "t" } }
+}
+
+public final class PGConnection: @unchecked Sendable {
+    private var conn: OpaquePointer?
+    public let dsn: String
+
+    public init(dsn: String) throws {
+        self.dsn = dsn
+        conn = PQconnectdb(dsn)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            PQfinish(conn)
+            self.conn = nil
+            throw PGError(sqlState: nil, message: "cannot connect to PostgreSQL: \(trimmed(message))",
+                          connectionLost: true)
+        }
+        // Notices (for example "relation already exists, skipping") are not errors; keep stderr clean.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+    }
+
+    deinit { PQfinish(conn) }
+
+    public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+
+    /// Runs one statement with text parameters; returns its rows as text.
+    @discardableResult
+    public func query(_ sql: String, _ params: [String?] = []) throws -> [PGRow] {
+        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        let result: OpaquePointer? = withCStrings(params) { ptrs in
+            PQexecParams(conn, sql, Int32(params.count), nil, ptrs, nil, nil, 0)
+        }
+        defer { PQclear(result) }
+        guard let result else { throw lastError(nil) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else { throw lastError(result) }
+        let nrows = PQntuples(result), ncols = PQnfields(result)
+        var rows: [PGRow] = []
+        rows.reserveCapacity(Int(nrows))
+        for r in 0..<nrows {
+            var values: [String?] = []
+            values.reserveCapacity(Int(ncols))
+            for c in 0..<ncols {
+                values.append(PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)))
+            }
+            rows.append(PGRow(values: values))
+        }
+        return rows
+    }
+
+    /// Runs a script of several statements (no parameters), as migrations are.
+    public func execute(script: String) throws {
+        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        let result = PQexec(conn, script)
+        defer { PQclear(result) }
+        let status = result.map { PQresultStatus($0) }
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else { throw lastError(result) }
+    }
+
+    /// Streams the result of `COPY (...) TO STDOUT`, one chunk (a row in text format) at a time.
+    public func copyOut(_ sql: String, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        let start = PQexec(conn, sql)
+        let status = start.map { PQresultStatus($0) }
+        if status != PGRES_COPY_OUT {
+            defer { PQclear(start) }
+            throw lastError(start)
+        }
+        PQclear(start)
+        while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(conn, &buffer, 0)
+            if n > 0, let buffer {
+                defer { PQfreemem(buffer) }
+                try buffer.withMemoryRebound(to: UInt8.self, capacity: Int(n)) {
+                    try body(UnsafeBufferPointer(start: $0, count: Int(n)))
+                }
+            } else if n == -1 {
+                break
+            } else {
+                throw lastError(nil)
+            }
+        }
+        let end = PQgetResult(conn)
+        defer { PQclear(end) }
+        guard end.map({ PQresultStatus($0) }) == PGRES_COMMAND_OK else { throw lastError(end) }
+        while let extra = PQgetResult(conn) { PQclear(extra) }
+    }
+
+    private func lastError(_ result: OpaquePointer?) -> PGError {
+        var message = conn.map { String(cString: PQerrorMessage($0)) } ?? "no connection"
+        var state: String?
+        if let result {
+            let m = String(cString: PQresultErrorMessage(result))
+            if !m.isEmpty { message = m }
+            if let s = PQresultErrorField(result, Int32(UInt8(ascii: "C"))) { state = String(cString: s) }
+        }
+        let lost = conn.map { PQstatus($0) != CONNECTION_OK } ?? true
+        // Class 08 is "connection exception"; 57P01..57P03 are server shutdown and start-up.
+        let lostState = state.map { $0.hasPrefix("08") || $0.hasPrefix("57P") } ?? false
+        return PGError(sqlState: state, message: trimmed(message), connectionLost: lost || lostState)
+    }
+}
+
+private func trimmed(_ s: String) -> String {
+    var t = Substring(s)
+    while let last = t.last, last == "\n" || last == " " { t = t.dropLast() }
+    return String(t)
+}
+
+private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let owned: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { for p in owned { free(p) } }
+    return body(owned.map { $0.map { UnsafePointer($0) } })
+}

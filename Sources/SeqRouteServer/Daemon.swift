@@ -1,0 +1,135 @@
+// `seqroute serve`: wires the configuration, the ledger, the router and the socket together,
+// speaks sd_notify, and shuts down cleanly on SIGTERM.
+
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+
+/// Logs go to stderr with journald priority prefixes (<3> error ... <7> debug).
+public func logLine(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+public struct DaemonOptions: Sendable {
+    public var configPath: String?
+    public var dsn: String?
+    public var socketPath: String?
+    public var dataDirectory: String?
+    public var sqlDirectory: String?
+    public init(configPath: String?, dsn: String?, socketPath: String?, dataDirectory: String?, sqlDirectory: String?) {
+        self.configPath = configPath
+        self.dsn = dsn
+        self.socketPath = socketPath
+        self.dataDirectory = dataDirectory
+        self.sqlDirectory = sqlDirectory
+    }
+
+    /// Reads the configuration file and lays the command-line flags over it.
+    public func loadConfiguration() throws -> Configuration {
+        var c: Configuration
+        if let configPath {
+            guard let text = try? String(contentsOfFile: configPath, encoding: .utf8) else {
+                throw ConfigError(key: "", "cannot read configuration file \(configPath)")
+            }
+            c = try Configuration.parse(text)
+        } else {
+            throw ConfigError(key: "", "no configuration file given (--config); see config/seqroute.toml")
+        }
+        if let dsn { c.dsn = dsn }
+        if let socketPath { c.socketPath = socketPath }
+        if let dataDirectory { c.dataDirectory = dataDirectory }
+        return c
+    }
+}
+
+public enum Daemon {
+    /// Runs until SIGTERM or SIGINT; returns the exit status.
+    public static func serve(_ options: DaemonOptions) -> Int32 {
+        let config: Configuration
+        do { config = try options.loadConfiguration() } catch {
+            logLine("<3>bad configuration: \(error)")
+            return 78  // EX_CONFIG
+        }
+
+        var embedded: EmbeddedPostgres?
+        var dsn = config.dsn
+        if dsn.isEmpty {
+            do {
+                let pg = try EmbeddedPostgres(directory: config.dataDirectory)
+                try pg.start(log: logLine)
+                embedded = pg
+                dsn = pg.dsn
+            } catch {
+                logLine("<3>cannot start the embedded PostgreSQL cluster: \(error)")
+                return 69  // EX_UNAVAILABLE
+            }
+        }
+        defer { embedded?.stop() }
+
+        do {
+            let db = try PGConnection(dsn: dsn)
+            let applied = try Migrations.apply(Migrations.load(from: Migrations.locate(options.sqlDirectory)), on: db)
+            if !applied.isEmpty { logLine("<6>applied migrations: \(applied.joined(separator: ", "))") }
+            try db.ensureAccount(config.defaultAccount, cap: config.defaultAccountCap)
+            try db.registerPool(id: config.pool.identity, models: config.pool.names)
+        } catch {
+            logLine("<3>ledger not ready: \(error)")
+            return 69
+        }
+
+        let committer = GroupCommitter(dsn: dsn, maxBatch: config.maxBatch, holdExpirySeconds: config.holdExpirySeconds,
+                                       log: logLine)
+        do { try committer.start() } catch {
+            logLine("<3>ledger unreachable: \(error)")
+            return 69
+        }
+
+        let reloader: @Sendable () throws -> ActiveSetup = {
+            let next = try options.loadConfiguration()
+            guard next.pool == config.pool else {
+                throw ConfigError(key: "models", "the model pool changed; a new pool needs a restart")
+            }
+            return ActiveSetup(configuration: next)
+        }
+        let router = Router(setup: ActiveSetup(configuration: config), committer: committer, reloader: reloader)
+        let server = SocketServer(router: router, path: config.socketPath)
+        do { try server.start(mode: config.socketMode, maxLineBytes: config.maxLineBytes) } catch {
+            logLine("<3>cannot listen on \(config.socketPath): \(error)")
+            committer.stop()
+            return 69
+        }
+        logLine("<6>seqroute listening on \(config.socketPath), policy \(router.current.policy.version), pool of \(config.pool.count) models")
+        SystemdNotifier.notify("READY=1\nSTATUS=listening on \(config.socketPath)")
+
+        let done = DispatchSemaphore(value: 0)
+        let signals = DispatchQueue(label: "seqroute-signals")
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: signals)
+            s.setEventHandler { done.signal() }
+            s.resume()
+            sources.append(s)
+        }
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: signals)
+        hup.setEventHandler {
+            SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds)")
+            Task {
+                let answer = await router.answer(line: Array("RELOAD".utf8))
+                logLine(answer.hasPrefix("OK") ? "<6>reload (SIGHUP): \(answer)" : "<3>reload refused (SIGHUP): \(answer)")
+                SystemdNotifier.notify("READY=1")
+            }
+        }
+        hup.resume()
+        sources.append(hup)
+
+        done.wait()
+        logLine("<6>shutting down: finishing in-flight requests")
+        SystemdNotifier.notify("STOPPING=1")
+        server.shutdown()
+        committer.stop()
+        logLine("<6>stopped")
+        return 0
+    }
+}

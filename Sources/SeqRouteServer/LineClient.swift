@@ -1,0 +1,88 @@
+// A blocking client of the line protocol, for `seqroute ctl`, `seqroute loadgen` and tests.
+
+import Foundation
+
+public final class LineClient {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    public init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ServerError("socket(): \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw ServerError("socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let size = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) }
+        }
+        guard rc == 0 else {
+            let why = String(cString: strerror(errno))
+            close(fd)
+            throw ServerError("cannot connect to \(path): \(why)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends raw bytes as they are (tests send malformed input this way).
+    public func send(raw: [UInt8]) throws {
+        var off = 0
+        while off < raw.count {
+            let n = raw[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw ServerError("write failed: \(String(cString: strerror(errno)))") }
+            off += n
+        }
+    }
+
+    public func send(_ line: String) throws { try send(raw: Array((line + "\n").utf8)) }
+
+    /// Reads one answer line; nil when the server closed the connection.
+    public func readLine() throws -> String? {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: buffer[start..<nl], as: UTF8.self)
+                start = nl + 1
+                if start > 65_536 {
+                    buffer.removeFirst(start)
+                    start = 0
+                }
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == 0 { return nil }
+            guard n > 0 else {
+                if errno == EINTR { continue }
+                if errno == ECONNRESET { return nil }
+                throw ServerError("read failed: \(String(cString: strerror(errno)))")
+            }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    public func request(_ line: String) throws -> String {
+        try send(line)
+        guard let answer = try readLine() else { throw ServerError("the server closed the connection") }
+        return answer
+    }
+
+    /// Parses `OK k=v ...` into a dictionary (values left encoded).
+    public static func fields(_ answer: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for word in answer.split(separator: " ").dropFirst() {
+            if let eq = word.firstIndex(of: "=") { out[String(word[..<eq])] = String(word[word.index(after: eq)...]) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,243 @@
+// The Unix-socket server: lines in, answers out, in order, one request at a time per
+// connection (a client may pipeline; further lines wait their turn). On shutdown it stops
+// accepting, lets each connection finish what it has received, then closes it.
+
+import Foundation
+import NIOCore
+import NIOPosix
+import SeqRouteCore
+
+enum LineEvent {
+    case line(ByteBuffer)
+    case tooLong
+}
+
+/// Splits the byte stream at `\n`; a line longer than the limit ends the stream.
+final class LineDecoder: ByteToMessageDecoder {
+    typealias InboundOut = LineEvent
+    private let maxLength: Int
+    private var scanned = 0
+    private var gaveUp = false
+
+    init(maxLength: Int) { self.maxLength = maxLength }
+
+    func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if gaveUp {
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return .needMoreData
+        }
+        let view = buffer.readableBytesView
+        if let newline = view[(view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n")) {
+            let length = newline - view.startIndex
+            scanned = 0
+            if length > maxLength { return giveUp(context, &buffer) }
+            let line = buffer.readSlice(length: length)!
+            buffer.moveReaderIndex(forwardBy: 1)
+            context.fireChannelRead(wrapInboundOut(.line(line)))
+            return .continue
+        }
+        scanned = view.count
+        if view.count > maxLength { return giveUp(context, &buffer) }
+        return .needMoreData
+    }
+
+    private func giveUp(_ context: ChannelHandlerContext, _ buffer: inout ByteBuffer) -> DecodingState {
+        gaveUp = true
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        context.fireChannelRead(wrapInboundOut(.tooLong))
+        return .needMoreData
+    }
+
+    func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // A partial line at end of stream was never a request: drop it.
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        return .needMoreData
+    }
+}
+
+/// One connection: runs its requests one after the other and writes each answer in order.
+final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = LineEvent
+    typealias OutboundOut = ByteBuffer
+
+    private let router: Router
+    private let registry: ConnectionRegistry
+    private let maxLineBytes: Int
+    private var pending: [ByteBuffer] = []
+    private var next = 0
+    private var busy = false
+    private var draining = false
+    private var readingPaused = false
+    private var context: ChannelHandlerContext?
+    /// Lines a client may pipeline before the server stops reading from it.
+    private let maxPending = 256
+
+    init(router: Router, registry: ConnectionRegistry, maxLineBytes: Int) {
+        self.router = router
+        self.registry = registry
+        self.maxLineBytes = maxLineBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelActive(context: ChannelHandlerContext) {
+        registry.add(self, on: context.eventLoop)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        registry.remove(self)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .line(let line):
+            guard !draining else { return }
+            pending.append(line)
+            if pending.count - next >= maxPending && !readingPaused {
+                readingPaused = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+            if !busy { runNext() }
+        case .tooLong:
+            draining = true
+            pending.removeAll()
+            next = 0
+            var buffer = context.channel.allocator.buffer(capacity: 80)
+            buffer.writeString(ProtocolError("too_long", "line longer than \(maxLineBytes) bytes; closing").line + "\n")
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    /// Called on the event loop: finish what was received, then close.
+    func drain() {
+        draining = true
+        if !busy { context?.close(promise: nil) }
+    }
+
+    private func runNext() {
+        guard let context else { return }
+        guard next < pending.count else {
+            busy = false
+            pending.removeAll(keepingCapacity: true)
+            next = 0
+            if readingPaused {
+                readingPaused = false
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            }
+            if draining { context.close(promise: nil) }
+            return
+        }
+        busy = true
+        let line = pending[next]
+        next += 1
+        let bytes = Array(line.readableBytesView)
+        let loop = context.eventLoop
+        let router = self.router
+        Task {
+            let reply = await router.answer(line: bytes)
+            loop.execute {
+                guard let context = self.context else { return }
+                var buffer = context.channel.allocator.buffer(capacity: reply.utf8.count + 1)
+                buffer.writeString(reply)
+                buffer.writeInteger(UInt8(ascii: "\n"))
+                context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+                self.runNext()
+            }
+        }
+    }
+}
+
+/// The open connections, so that shutdown can drain them.
+final class ConnectionRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var handlers: [ObjectIdentifier: (ConnectionHandler, EventLoop)] = [:]
+
+    func add(_ h: ConnectionHandler, on loop: EventLoop) { lock.withLock { handlers[ObjectIdentifier(h)] = (h, loop) } }
+    func remove(_ h: ConnectionHandler) { lock.withLock { _ = handlers.removeValue(forKey: ObjectIdentifier(h)) } }
+    var count: Int { lock.withLock { handlers.count } }
+
+    func drainAll() {
+        for (h, loop) in lock.withLock({ Array(handlers.values) }) { loop.execute { h.drain() } }
+    }
+}
+
+public final class SocketServer: @unchecked Sendable {
+    private let group: MultiThreadedEventLoopGroup
+    private let router: Router
+    private let registry = ConnectionRegistry()
+    private var listener: Channel?
+    public private(set) var path: String
+
+    public init(router: Router, path: String, threads: Int = System.coreCount) {
+        self.router = router
+        self.path = path
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+    }
+
+    /// Binds the socket path (refusing one another daemon listens on) and sets its mode.
+    public func start(mode: UInt32, maxLineBytes: Int) throws {
+        if FileManager.default.fileExists(atPath: path) {
+            if SocketServer.somebodyListens(at: path) {
+                throw ServerError("another process is listening on \(path)")
+            }
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        let router = self.router, registry = self.registry
+        listener = try ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 1024)
+            .childChannelOption(ChannelOptions.autoRead, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes))
+                }
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
+        guard chmod(path, mode_t(mode)) == 0 else {
+            throw ServerError("cannot set mode \(String(mode, radix: 8)) on \(path)")
+        }
+    }
+
+    /// Stops accepting, lets connections finish what they received (up to `timeout`), closes them.
+    public func shutdown(timeout: TimeInterval = 10) {
+        try? listener?.close().wait()
+        registry.drainAll()
+        let deadline = Date().addingTimeInterval(timeout)
+        while registry.count > 0 && Date() < deadline { usleep(10_000) }
+        try? group.syncShutdownGracefully()
+        unlink(path)
+    }
+
+    static func somebodyListens(at path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let size = socklen_t(MemoryLayout<sockaddr_un>.size)
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) == 0 }
+        }
+    }
+}
+
+public struct ServerError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

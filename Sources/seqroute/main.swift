@@ -1,0 +1,155 @@
+// The `seqroute` command: a thin shell over the library targets.
+
+import ArgumentParser
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+import SeqRouteServer
+
+struct SeqRoute: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "seqroute",
+        abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self])
+}
+
+/// Where the ledger is: --dsn, else the config file's dsn, else the embedded cluster.
+struct LedgerOptions: ParsableArguments {
+    @Option(help: "libpq connection string of the ledger (default: the config file's, else the embedded cluster)")
+    var dsn: String?
+    @Option(help: "Configuration file (TOML).")
+    var config: String?
+    @Option(help: "Folder of the embedded PostgreSQL cluster (used when no DSN is given).")
+    var dataDir: String?
+
+    /// Opens the ledger; starts the embedded cluster when no DSN is configured. The caller
+    /// stops the returned cluster, if any, when done.
+    func connect() throws -> (PGConnection, EmbeddedPostgres?) {
+        var dsn = self.dsn ?? ""
+        var dataDir = self.dataDir ?? Configuration().dataDirectory
+        if let config {
+            let c = try DaemonOptions(configPath: config, dsn: self.dsn, socketPath: nil, dataDirectory: self.dataDir,
+                                      sqlDirectory: nil).loadConfiguration()
+            dsn = c.dsn
+            dataDir = c.dataDirectory
+        }
+        if !dsn.isEmpty { return (try PGConnection(dsn: dsn), nil) }
+        let pg = try EmbeddedPostgres(directory: dataDir)
+        try pg.start(log: logLine)
+        return (try PGConnection(dsn: pg.dsn), pg)
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the daemon (Type=notify under systemd).")
+    @Option(help: "Configuration file (TOML).") var config: String = "/etc/seqroute/seqroute.toml"
+    @Option(help: "libpq connection string; overrides the file. Empty: the embedded cluster.") var dsn: String?
+    @Option(help: "Socket path; overrides the file.") var socket: String?
+    @Option(help: "Folder of the embedded PostgreSQL cluster; overrides the file.") var dataDir: String?
+    @Option(help: "Folder of the SQL migrations.") var sqlDir: String?
+
+    func run() throws {
+        let status = Daemon.serve(DaemonOptions(configPath: config, dsn: dsn, socketPath: socket, dataDirectory: dataDir,
+                                                sqlDirectory: sqlDir))
+        throw ExitCode(status)
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply the SQL migrations that have not run yet.")
+    @OptionGroup var ledger: LedgerOptions
+    @Option(help: "Folder of the SQL migrations.") var sqlDir: String?
+
+    func run() throws {
+        let (db, pg) = try ledger.connect()
+        defer { pg?.stop() }
+        let applied = try Migrations.apply(Migrations.load(from: Migrations.locate(sqlDir)), on: db)
+        print(applied.isEmpty ? "up to date" : "applied \(applied.joined(separator: ", "))")
+    }
+}
+
+struct Ctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send one protocol line to the daemon and print the answer.",
+        discussion: "Example: seqroute ctl --socket /run/seqroute/seqroute.sock OPEN s1 budget=50000")
+    @Option(help: "Socket path.") var socket: String = "/run/seqroute/seqroute.sock"
+    @Argument(parsing: .captureForPassthrough, help: "The request's words.") var words: [String]
+
+    func run() throws {
+        guard !words.isEmpty else { throw ValidationError("give a request, for example PING") }
+        let answer = try LineClient(path: socket).request(words.joined(separator: " "))
+        print(answer)
+        if answer.hasPrefix("ERR") { throw ExitCode(1) }
+    }
+}
+
+struct Account: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create, change or show an account's global budget.",
+                                                    subcommands: [Set.self, Show.self])
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create the account, or change its cap.")
+        @Argument(help: "Account id.") var id: String
+        @Option(help: "The account's budget cap in micro-units.") var cap: Int64
+        @OptionGroup var ledger: LedgerOptions
+
+        func validate() throws {
+            guard cap >= 0, cap <= Limits.maxMoney else { throw ValidationError("--cap must be a non-negative integer count of micro-units") }
+            guard !id.isEmpty, id.utf8.count <= Limits.maxIdentifierBytes else { throw ValidationError("account id must be 1 to 128 bytes") }
+        }
+
+        func run() throws {
+            let (db, pg) = try ledger.connect()
+            defer { pg?.stop() }
+            try db.setAccount(id, cap: cap)
+            print(try db.account(id)!.line)
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print cap=<micros> spent=<micros> held=<micros>.")
+        @Argument(help: "Account id.") var id: String
+        @OptionGroup var ledger: LedgerOptions
+
+        func run() throws {
+            let (db, pg) = try ledger.connect()
+            defer { pg?.stop() }
+            guard let figures = try db.account(id) else {
+                FileHandle.standardError.write(Data("no account \(id)\n".utf8))
+                throw ExitCode(1)
+            }
+            print(figures.line)
+        }
+    }
+}
+
+struct LoadGen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadgen",
+        abstract: "Run whole sessions against a daemon; print decisions per second and ROUTE latency.")
+    @Option(help: "Socket path.") var socket: String = "/run/seqroute/seqroute.sock"
+    @Option(help: "Concurrent connections.") var connections: Int = 64
+    @Option(help: "Sessions in all.") var sessions: Int = 2_000
+    @Option(help: "Turns per session.") var turns: Int = 8
+    @Option(help: "Budget of each session in micro-units.") var budget: Int64 = 1_000_000
+    @Option(help: "Account of the sessions (default: the daemon's default account).") var account: String?
+    @Option(help: "Target decisions per second over all connections (0: as fast as possible).") var rate: Double = 0
+    @Option(help: "Seed.") var seed: UInt64 = 1
+
+    func validate() throws {
+        guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0 else {
+            throw ValidationError("connections, sessions, turns and budget must be positive; rate non-negative")
+        }
+    }
+
+    func run() throws {
+        let report = try LoadGenerator.run(LoadOptions(socketPath: socket, connections: connections, sessions: sessions,
+                                                       turns: turns, budget: budget, account: account, rate: rate,
+                                                       seed: seed))
+        print(report.summary)
+        for e in report.firstErrors { print("error: \(e)") }
+        if report.errors > 0 { throw ExitCode(1) }
+    }
+}
+
+SeqRoute.main()
