@@ -10,7 +10,22 @@ public struct ProtocolError: Error, Equatable, Sendable {
         self.message = message
     }
     public static func badRequest(_ message: String) -> ProtocolError { ProtocolError("bad_request", message) }
-    public var line: String { "ERR \(code) \(message)" }
+    /// One line whatever the message holds: control characters (a libpq message has
+    /// newlines and tabs) become single spaces.
+    public var line: String {
+        var text = ""
+        var lastWasSpace = false
+        for u in message.unicodeScalars {
+            let space = u.value < 0x20 || u.value == 0x7F || u == " "
+            if space {
+                if !lastWasSpace { text.unicodeScalars.append(" ") }
+            } else {
+                text.unicodeScalars.append(u)
+            }
+            lastWasSpace = space
+        }
+        return "ERR \(code) \(text)"
+    }
 }
 
 public struct OpenRequest: Equatable, Sendable {

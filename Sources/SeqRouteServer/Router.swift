@@ -164,7 +164,7 @@ public final class Router: @unchecked Sendable {
         guard var view = await view(of: r.session) else {
             return ProtocolError("unknown_session", "no session \(LineProtocol.percentEncoded(r.session))").line
         }
-        for _ in 0..<8 {
+        for _ in 0..<64 {
             if view.closed { return ProtocolError("closed", "session is closed").line }
             let turn = view.turns + 1
             let lambda = r.lambda ?? view.lambda ?? config.lambda

@@ -1,0 +1,200 @@
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+import SeqRouteServer
+import Testing
+
+@Suite(.serialized) struct DaemonTests {
+    @Test func sessionLifecycleOverTheSocket() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        #expect(try c.request("OPEN life budget=100000 horizon=3") == "OK session=life remaining=100000")
+        let routed = LineClient.fields(try c.request("ROUTE life tokens=100 task=qa"))
+        #expect(routed["turn"] == "1")
+        #expect(["big", "mid", "small"].contains(routed["model"] ?? ""))
+        #expect(routed["policy"] == "cold-start-pacing")
+        let hold = Int64(routed["hold"]!)!
+        #expect(Int64(routed["remaining"]!)! == 100_000 - hold)
+        let cost = hold / 2
+        let first = try c.request("REPORT life 1 cost=\(cost) quality=0.8")
+        #expect(first == "OK spent=\(cost) remaining=\(100_000 - cost)")
+        // Repeating the same report is a no-op answered the same way.
+        #expect(try c.request("REPORT life 1 cost=\(cost) quality=0.8") == first)
+        #expect(try c.request("FEEDBACK life 1 quality=0.9") == "OK")
+        let status = LineClient.fields(try c.request("STATUS life"))
+        #expect(status["spent"] == "\(cost)" && status["held"] == "0" && status["turn"] == "1" && status["state"] == "open")
+        _ = try c.request("ROUTE life text=what%20is%202%2B2%3F")
+        #expect(try c.request("CLOSE life") == "OK spent=\(cost) turns=2")
+        #expect(try c.request("STATS").hasPrefix("OK requests="))
+
+        let db = try PGConnection(dsn: dsn)
+        #expect(try reconciliationRows(db).isEmpty)
+        let row = try db.query("SELECT model, propensity, quality, status FROM decisions WHERE session_id = 'life' AND turn = 1")[0]
+        #expect(row[0] == routed["model"])
+        #expect((row.double(1) ?? 0) > 0)
+        #expect(row.double(2) == 0.9)
+        #expect(row[3] == "reported")
+        // The second turn's hold was released by CLOSE.
+        #expect(try db.query("SELECT status FROM decisions WHERE session_id = 'life' AND turn = 2")[0][0] == "released")
+        #expect(daemon.terminate() == 0)
+    }
+
+    @Test func overrunIsRecordedAsItIs() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN over budget=100000 horizon=2")
+        let hold = Int64(LineClient.fields(try c.request("ROUTE over tokens=100"))["hold"]!)!
+        #expect(try c.request("REPORT over 1 cost=\(hold + 500)") == "OK spent=\(hold + 500) remaining=\(100_000 - hold - 500)")
+        let db = try PGConnection(dsn: dsn)
+        let entries = try db.query("SELECT kind, amount FROM ledger_entries WHERE session_id = 'over' ORDER BY id").map { "\($0[0]!):\($0[1]!)" }
+        #expect(entries == ["hold:\(hold)", "capture:\(hold)", "overrun:500"])
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
+    @Test func bankruptSessionAnswersBankruptWithFallback() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
+            of: "[routing]\n", with: "[routing]\nfallback_model = \"small\"\n"))
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN poor budget=10")
+        #expect(try c.request("ROUTE poor tokens=100") == "OK turn=1 bankrupt=1 model=small")
+        #expect(try c.request("ROUTE poor tokens=1") == "OK turn=2 bankrupt=1 model=small")
+        #expect(try c.request("STATUS poor").contains("state=bankrupt"))
+        let db = try PGConnection(dsn: dsn)
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE session_id = 'poor' AND status = 'bankrupt'")[0][0] == "2")
+        #expect(try db.query("SELECT count(*) FROM ledger_entries WHERE session_id = 'poor'")[0][0] == "0")
+    }
+
+    @Test func badInputGetsItsCodeAndChangesNothing() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let db = try PGConnection(dsn: dsn)
+        let c = try daemon.client()
+        _ = try c.request("OPEN known budget=100000")
+        _ = try c.request("ROUTE known tokens=10")
+        _ = try c.request("REPORT known 1 cost=5 quality=0.5")
+        _ = try c.request("OPEN shut budget=100000")
+        _ = try c.request("CLOSE shut")
+        let before = try ledgerFingerprint(db)
+
+        let cases: [(String, String)] = [
+            ("HELLO", "unknown_verb"),
+            ("route known", "unknown_verb"),
+            ("OPEN", "bad_request"),
+            ("OPEN x budget=-5", "bad_request"),
+            ("OPEN x budget=12.5", "bad_request"),
+            ("OPEN x budget=abc", "bad_request"),
+            ("OPEN known budget=5", "exists"),
+            ("OPEN x budget=5 account=nobody", "unknown_account"),
+            ("ROUTE ghost", "unknown_session"),
+            ("ROUTE shut", "closed"),
+            ("ROUTE known features=1,2,3", "bad_request"),
+            ("REPORT known 1 cost=-1", "bad_request"),
+            ("REPORT known 1 cost=7.5", "bad_request"),
+            ("REPORT known 1 cost=5 quality=1.01", "bad_request"),
+            ("REPORT known 1 cost=5 quality=NaN", "bad_request"),
+            ("REPORT known 1 cost=6 quality=0.5", "conflict"),
+            ("REPORT known 9 cost=5", "unknown_turn"),
+            ("REPORT ghost 1 cost=5", "unknown_session"),
+            ("FEEDBACK known 1 quality=2", "bad_request"),
+            ("FEEDBACK known 7 quality=0.5", "unknown_turn"),
+            ("STATUS ghost", "unknown_session"),
+            ("CLOSE ghost", "unknown_session"),
+            ("OPEN  double budget=5", "bad_request"),
+        ]
+        for (line, code) in cases {
+            let answer = try c.request(line)
+            #expect(answer.hasPrefix("ERR \(code) "), "\(line) -> \(answer)")
+        }
+        // Raw bytes: non-UTF-8, NUL, a bare CR inside a line.
+        for raw: [UInt8] in [[0x4F, 0x50, 0x45, 0x4E, 0x20, 0xC3, 0x28, 0x0A], [0x50, 0x00, 0x49, 0x0A], [0x50, 0x0D, 0x49, 0x0A]] {
+            try c.send(raw: raw)
+            let answer = try c.readLine() ?? "closed"
+            #expect(answer.hasPrefix("ERR bad_request "), "\(raw) -> \(answer)")
+        }
+        // The connection stayed open through all of that.
+        #expect(try c.request("PING") == "OK pong")
+        #expect(try ledgerFingerprint(db) == before)
+
+        // A line over the limit: ERR too_long, then the server closes that connection only.
+        let other = try daemon.client()
+        try c.send(String(repeating: "A", count: 5_000))
+        #expect(try c.readLine()?.hasPrefix("ERR too_long ") == true)
+        #expect(try c.readLine() == nil)
+        #expect(try other.request("PING") == "OK pong")
+        #expect(try ledgerFingerprint(db) == before)
+        #expect(daemon.isRunning)
+    }
+
+    @Test func pipelinedRequestsAnswerInOrder() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        var batch = "OPEN pipe budget=1000000 horizon=5\n"
+        for t in 1...5 { batch += "ROUTE pipe tokens=10\nREPORT pipe \(t) cost=1\n" }
+        batch += "CLOSE pipe\n"
+        try c.send(raw: Array(batch.utf8))
+        #expect(try c.readLine()?.hasPrefix("OK session=pipe") == true)
+        for t in 1...5 {
+            #expect(try c.readLine()?.hasPrefix("OK turn=\(t) ") == true)
+            #expect(try c.readLine() == "OK spent=\(t) remaining=\(1_000_000 - t)")
+        }
+        #expect(try c.readLine() == "OK spent=5 turns=5")
+    }
+
+    @Test func accountCommandsAndDefaultAccount() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let (s1, out1) = try runSeqroute(["account", "set", "acme", "--cap", "5000", "--dsn", dsn])
+        #expect(s1 == 0)
+        #expect(out1.contains("cap=5000 spent=0 held=0"))
+        let (s2, _) = try runSeqroute(["account", "set", "acme", "--cap", "7000", "--dsn", dsn])
+        #expect(s2 == 0)
+        let (s3, out3) = try runSeqroute(["account", "show", "acme", "--dsn", dsn])
+        #expect(s3 == 0)
+        #expect(out3 == "cap=7000 spent=0 held=0\n")
+        let (s4, _) = try runSeqroute(["account", "show", "nobody", "--dsn", dsn])
+        #expect(s4 != 0)
+        let (s5, _) = try runSeqroute(["account", "set", "acme", "--cap", "-3", "--dsn", dsn])
+        #expect(s5 != 0)
+
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN a1 budget=100000 account=acme")
+        let hold = LineClient.fields(try c.request("ROUTE a1 tokens=10"))["hold"]!
+        let (_, shown) = try runSeqroute(["account", "show", "acme", "--dsn", dsn])
+        #expect(shown == "cap=7000 spent=0 held=\(hold)\n")
+        // Without account= the configured default account is used (and was created by the daemon).
+        _ = try c.request("OPEN a2 budget=100")
+        let db = try PGConnection(dsn: dsn)
+        #expect(try db.query("SELECT account_id FROM sessions WHERE id = 'a2'")[0][0] == "default")
+    }
+
+    @Test func ledgerIsAppendOnlyAndAuditorReadsOnly() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN au budget=100000")
+        _ = try c.request("ROUTE au tokens=10")
+        _ = try c.request("REPORT au 1 cost=3")
+        let db = try PGConnection(dsn: dsn)
+        #expect(throws: PGError.self) { try db.query("UPDATE ledger_entries SET amount = 1") }
+        #expect(throws: PGError.self) { try db.query("DELETE FROM ledger_entries") }
+        #expect(throws: PGError.self) { try db.query("TRUNCATE ledger_entries") }
+        try db.execute(script: "SET ROLE seqroute_auditor")
+        #expect(try db.query("SELECT spent_micros FROM audit_spend_daily")[0][0] == "3")
+        #expect(try db.query("SELECT count(*) FROM reconciliation")[0][0] == "0")
+        #expect(try db.query("SELECT remaining FROM audit_budget_status WHERE account_id = 'default'").count == 1)
+        #expect(throws: PGError.self) { try db.query("SELECT * FROM ledger_entries") }
+        #expect(throws: PGError.self) { try db.query("UPDATE accounts SET cap = 0") }
+        #expect(throws: PGError.self) { try db.query("INSERT INTO accounts (id, cap) VALUES ('x', 1)") }
+    }
+}

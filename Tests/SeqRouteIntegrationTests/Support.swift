@@ -1,0 +1,196 @@
+// Real parts for the integration tests: a real PostgreSQL cluster (started here, as the
+// `postgres` user when the tests run as root), the real `seqroute` binary, real sockets.
+// A test that needs PostgreSQL fails when it cannot get one; nothing is skipped.
+
+import Foundation
+import SeqRouteLedger
+import SeqRouteServer
+import Testing
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// One PostgreSQL cluster for the whole test process; each test gets a database of its own.
+enum TestCluster {
+    static let shared: Result<EmbeddedPostgres, Error> = {
+        Result {
+            let dir = try makeTempDirectory("pg")
+            let pg = try EmbeddedPostgres(directory: dir, database: "postgres")
+            try pg.start()
+            atexit { if case .success(let pg) = TestCluster.shared { pg.forceStop() } }
+            return pg
+        }
+    }()
+
+    /// A fresh, migrated database; returns its DSN.
+    static func freshDatabase() throws -> String {
+        let pg = try shared.get()
+        let name = "t_" + String(UInt64.random(in: 0..<UInt64.max), radix: 36)
+        let admin = try PGConnection(dsn: pg.adminDSN)
+        try admin.execute(script: "CREATE DATABASE \(name)")
+        let dsn = pg.adminDSN.replacingOccurrences(of: "dbname=postgres", with: "dbname=\(name)")
+        let db = try PGConnection(dsn: dsn)
+        try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: db)
+        return dsn
+    }
+}
+
+func makeTempDirectory(_ tag: String) throws -> String {
+    // Short paths: a Unix socket path must fit in 107 bytes.
+    let path = "/tmp/sr-\(tag)-" + String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    chmod(path, 0o755)
+    return path
+}
+
+let testConfig = """
+[server]
+socket_mode = "0660"
+max_line_bytes = 4096
+
+[ledger]
+hold_expiry_seconds = 600
+default_account = "default"
+default_account_cap = 1000000000
+
+[routing]
+default_horizon = 4
+exploration = 0.1
+default_prompt_tokens = 200
+
+[[models]]
+name = "big"
+input_price = 10000000
+output_price = 30000000
+max_output_tokens = 100
+quality = 0.9
+
+[[models]]
+name = "mid"
+input_price = 1000000
+output_price = 2000000
+max_output_tokens = 100
+quality = 0.7
+
+[[models]]
+name = "small"
+input_price = 200000
+output_price = 200000
+max_output_tokens = 100
+quality = 0.5
+"""
+
+/// The real daemon binary, run as a child process.
+final class DaemonProcess: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    let dsn: String
+    let configPath: String
+    private(set) var pid: pid_t = 0
+
+    init(dsn: String, config: String = testConfig) throws {
+        directory = try makeTempDirectory("d")
+        socketPath = directory + "/s.sock"
+        configPath = directory + "/seqroute.toml"
+        self.dsn = dsn
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    static var binary: String { packageRoot + "/.build/debug/seqroute" }
+
+    /// Starts the daemon and waits until its socket answers PING.
+    func start(environment extra: [String: String] = [:]) throws {
+        guard FileManager.default.isExecutableFile(atPath: DaemonProcess.binary) else {
+            throw ServerError("\(DaemonProcess.binary) is missing: run `swift build` before the tests")
+        }
+        pid = try spawn(DaemonProcess.binary,
+                        ["serve", "--config", configPath, "--dsn", dsn, "--socket", socketPath,
+                         "--sql-dir", packageRoot + "/sql"],
+                        environment: extra, output: directory + "/daemon.log")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let c = try? LineClient(path: socketPath), (try? c.request("PING")) == "OK pong" { return }
+            if !isRunning { throw ServerError("daemon exited early: \(log)") }
+            usleep(50_000)
+        }
+        throw ServerError("daemon did not come up: \(log)")
+    }
+
+    var log: String { (try? String(contentsOfFile: directory + "/daemon.log", encoding: .utf8)) ?? "" }
+
+    var isRunning: Bool {
+        guard pid > 0 else { return false }
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    func kill9() {
+        guard pid > 0 else { return }
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        pid = 0
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    @discardableResult
+    func terminate() -> Int32 {
+        guard pid > 0 else { return -1 }
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        pid = 0
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    func client() throws -> LineClient { try LineClient(path: socketPath) }
+
+    deinit { kill9() }
+}
+
+func spawn(_ path: String, _ args: [String], environment extra: [String: String], output: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var env = ProcessInfo.processInfo.environment
+    env.removeValue(forKey: "NOTIFY_SOCKET")
+    for (k, v) in extra { env[k] = v }
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for p in argv { free(p) }
+        for p in envp { free(p) }
+    }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
+    guard rc == 0 else { throw ServerError("posix_spawn \(path): \(String(cString: strerror(rc)))") }
+    return pid
+}
+
+/// Runs the binary to completion; returns (status, output).
+func runSeqroute(_ args: [String]) throws -> (Int32, String) {
+    let dir = try makeTempDirectory("cli")
+    let out = dir + "/out"
+    let pid = try spawn(DaemonProcess.binary, args, environment: [:], output: out)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+    return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, text)
+}
+
+/// Counts of every ledger table, to show that a refused request changed nothing.
+func ledgerFingerprint(_ db: PGConnection) throws -> [String] {
+    try db.query("""
+        SELECT (SELECT count(*) FROM sessions) || '/' || (SELECT count(*) FROM decisions) || '/' ||
+               (SELECT count(*) FROM ledger_entries) || '/' || (SELECT coalesce(sum(spent + held), 0) FROM accounts) || '/' ||
+               (SELECT coalesce(sum(turns), 0) FROM sessions) || '/' ||
+               (SELECT count(*) FROM decisions WHERE quality IS NOT NULL)
+        """).map { $0[0] ?? "" }
+}
+
+func reconciliationRows(_ db: PGConnection) throws -> [[String?]] {
+    try db.query("SELECT * FROM reconciliation").map(\.values)
+}
