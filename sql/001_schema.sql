@@ -34,15 +34,20 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_account ON sessions (account_id);
 
+-- decisions and ledger_entries carry no foreign keys: they are written only by
+-- seqroute_apply() and seqroute_expire_holds() (002), which take their ids from locked rows,
+-- and a per-row foreign-key check would cost every request a query. The reconciliation view
+-- (003) reports any row whose session is missing.
+
 -- The trajectory log: one row per ROUTE. Status: held (hold open), reported, expired,
 -- released (session closed before a report), bankrupt (no model was feasible).
 CREATE TABLE decisions (
-    session_id      text NOT NULL REFERENCES sessions (id),
+    session_id      text NOT NULL,
     turn            integer NOT NULL CHECK (turn >= 1),
     decided_at      timestamptz NOT NULL DEFAULT now(),
     policy_version  text NOT NULL,
     lambda          double precision NOT NULL,
-    pool_id         text NOT NULL REFERENCES model_pools (id),
+    pool_id         text NOT NULL,
     task            text,
     prompt_tokens   integer NOT NULL,
     features        real[] NOT NULL,
@@ -79,8 +84,8 @@ CREATE TABLE ledger_entries (
     id          bigserial PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
     kind        text NOT NULL CHECK (kind IN ('hold', 'capture', 'release', 'expiry', 'overrun')),
-    account_id  text NOT NULL REFERENCES accounts (id),
-    session_id  text NOT NULL REFERENCES sessions (id),
+    account_id  text NOT NULL,
+    session_id  text NOT NULL,
     turn        integer NOT NULL,
     amount      bigint NOT NULL CHECK (amount > 0)
 );

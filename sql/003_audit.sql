@@ -2,8 +2,10 @@
 -- seqroute_auditor.
 
 -- Money rule 4. spent = captures + expiries + overruns; held = holds - captures - releases -
--- expiries, for every session, every account and every decision. Returns no rows when the
--- ledger reconciles.
+-- expiries, for every session, every account and every decision; no entry without its
+-- session; no open hold beyond a budget (overruns may push spent past a budget: the ledger
+-- records true spend, but no hold is admitted past it). Returns no rows when the ledger
+-- reconciles.
 CREATE VIEW reconciliation AS
 WITH per_session AS (
     SELECT session_id,
@@ -37,9 +39,17 @@ SELECT 'decision', d.session_id || '#' || d.turn, NULL, NULL,
   FROM decisions d LEFT JOIN per_decision e ON e.session_id = d.session_id AND e.turn = d.turn
  WHERE CASE WHEN d.status = 'held' THEN d.hold ELSE 0 END <> coalesce(e.held, 0)
 UNION ALL
+SELECT 'orphan', e.session_id || '#' || e.turn, NULL, e.amount, NULL, NULL
+  FROM ledger_entries e LEFT JOIN sessions s ON s.id = e.session_id AND s.account_id = e.account_id
+ WHERE s.id IS NULL
+UNION ALL
 SELECT 'overspend', s.id, s.spent + s.held, NULL, s.budget, NULL
   FROM sessions s
- WHERE s.held > 0 AND s.spent + s.held > s.budget;
+ WHERE s.held > 0 AND s.spent + s.held > s.budget
+UNION ALL
+SELECT 'overspend', 'account:' || a.id, a.spent + a.held, NULL, a.cap, NULL
+  FROM accounts a
+ WHERE a.held > 0 AND a.spent + a.held > a.cap;
 
 -- Spend by day, account, user and model (captures, expiries and overruns).
 CREATE VIEW audit_spend_daily AS
@@ -73,11 +83,15 @@ SELECT s.id AS session_id, s.account_id, s.user_id, s.budget, s.spent,
 CREATE VIEW audit_ledger AS
 SELECT id, at, kind, account_id, session_id, turn, amount FROM ledger_entries;
 
+-- Roles belong to the cluster, not the database: another database being migrated at the
+-- same moment may create the role first.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'seqroute_auditor') THEN
         CREATE ROLE seqroute_auditor NOLOGIN;
     END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
 END $$;
 GRANT SELECT ON reconciliation, audit_spend_daily, audit_budget_status, audit_sessions,
                 audit_bankruptcies, audit_ledger TO seqroute_auditor;
