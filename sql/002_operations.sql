@@ -1,236 +1,302 @@
 -- The money rules of SPEC section 4, applied to a batch of requests in one transaction
--- (group commit). The daemon sends a JSON array of operations and gets one row back per
--- operation, in order. A REPORT answers (v1, v2) as its first answer was, so that a repeat
--- answers the same, and (v4, v5) as the session's current spent and held. Every row of accounts and sessions that the batch touches is locked up
--- front in one global order (accounts by id, then sessions by id), so that batches from
--- several daemons never deadlock and a hot account row is locked once per batch.
+-- (group commit). The daemon sends a JSON array of operations; seqroute_apply() answers one
+-- row per operation, tagged with the operation's position n.
+--
+-- The work is set-based: a handful of statements per batch, whatever its size, instead of a
+-- handful per request. Requests in one batch arrived concurrently, so any order among them is
+-- a valid serial order; the batch is processed in rounds, round r taking the r-th operation
+-- of each session (sessions are distinct within a round), and within a round: OPEN, STATUS,
+-- FEEDBACK, REPORT, CLOSE, then ROUTE (so that routes see money that reports released).
+--
+-- Every account and session row the batch touches is locked first, in one global order
+-- (accounts by id, then sessions by id): batches from several daemons never deadlock, and a
+-- hot account row is locked once per batch.
 
 CREATE TYPE seqroute_result AS (
-    status  text,
-    v1      bigint,
-    v2      bigint,
-    v3      bigint,
-    v4      bigint,
-    v5      bigint,
-    v6      bigint,
-    d1      double precision,
-    info    text,
-    closed  boolean
+    n                 integer,
+    status            text,
+    turn              integer,
+    budget            bigint,
+    spent             bigint,
+    held              bigint,
+    hold              bigint,
+    horizon           integer,
+    lambda            double precision,
+    state             text,
+    closed            boolean,
+    -- What a REPORT answers: as the first report of that turn was answered, so that a
+    -- repeat answers the same.
+    answer_spent      bigint,
+    answer_remaining  bigint,
+    account_remaining bigint
 );
 
--- Every statement here touches a handful of rows by key. With a young table, or statistics
--- not yet analysed, the planner may pick sequential scans for the cached plans and keep them
--- as the tables grow; turning them off keeps every plan on the primary keys.
+-- Every statement here touches a handful of rows by key, driven by the small batch table.
+-- The planner cannot know how small that table is (its statistics are never analysed), and
+-- would rather hash a young sessions or decisions table whole than probe it by key, a choice
+-- whose cost grows with the log. Nested loops only, then: the batch drives, the big tables
+-- are probed by key. No bitmap scans either: they would AND the session's key with the
+-- partial index of open holds, whose dead entries pile up between vacuums. Plans are made
+-- once (generic), not for every batch. And no JIT: compiling these statements costs more
+-- than running them.
 CREATE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_result
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+LANGUAGE plpgsql
+SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    op      jsonb;
-    s       sessions%ROWTYPE;
-    d       decisions%ROWTYPE;
-    r       seqroute_result;
-    kind    text;
-    hold    bigint;
-    cost    bigint;
-    t       integer;
-    sids    text[];
-    -- The batch's accounts, kept here and written back once at the end: a hot account row
-    -- is then read and written once per batch, not once per request.
-    acc_ids   text[];
-    acc_cap   bigint[];
-    acc_spent bigint[];
-    acc_held  bigint[];
-    ai      integer;
+    rounds  integer;
+    this_round integer;
 BEGIN
-    -- unnest() joins, not "= ANY": they keep the plans on the primary keys as tables grow.
-    SELECT array_agg(DISTINCT x->>'s') INTO sids FROM jsonb_array_elements(ops) x;
-    SELECT array_agg(DISTINCT id ORDER BY id) INTO acc_ids FROM (
-        SELECT se.account_id AS id FROM unnest(sids) AS u (id) JOIN sessions se ON se.id = u.id
-        UNION
-        SELECT x->>'a' FROM jsonb_array_elements(ops) x WHERE x->>'k' = 'open') q;
-    PERFORM 1 FROM unnest(acc_ids) AS u (id) JOIN accounts a ON a.id = u.id ORDER BY a.id FOR UPDATE OF a;
-    PERFORM 1 FROM unnest(sids) AS u (id) JOIN sessions se ON se.id = u.id ORDER BY se.id FOR UPDATE OF se;
-    -- Accounts that do not exist drop out here (an OPEN naming one is refused below).
-    SELECT array_agg(a.id ORDER BY a.id), array_agg(a.cap ORDER BY a.id), array_agg(a.spent ORDER BY a.id),
-           array_agg(a.held ORDER BY a.id)
-      INTO acc_ids, acc_cap, acc_spent, acc_held
-      FROM unnest(acc_ids) AS u (id) JOIN accounts a ON a.id = u.id;
+    -- The batch, decoded once into a temporary table that lives as long as the connection.
+    -- It is emptied with DELETE, not TRUNCATE (nor ON COMMIT DELETE ROWS, which truncates):
+    -- a truncation invalidates every cached plan of this function. Only when the dead rows
+    -- have grown the table past 1 MB is it truncated, and the plans made again.
+    IF to_regclass('pg_temp.seqroute_batch') IS NULL THEN
+    CREATE TEMP TABLE seqroute_batch (
+        n integer PRIMARY KEY, rnd integer, k text, s text,
+        a text, u text, b bigint, h integer, l double precision,      -- open (and route's λ)
+        t integer, m text, hd bigint, mh bigint, pv text, pool text, task text, pt integer,
+        f real[], bs double precision[], hs bigint[], fe boolean[], p double precision,
+        sc double precision[],                                          -- route
+        c bigint, q double precision, i integer, o integer,             -- report, feedback
+        account text, dstatus text, dhold bigint,                       -- looked up
+        res seqroute_result
+    );
+    ELSIF pg_relation_size('pg_temp.seqroute_batch') > 1048576 THEN
+        TRUNCATE seqroute_batch;
+    ELSE
+        DELETE FROM seqroute_batch;
+    END IF;
 
-    FOR op IN SELECT value FROM jsonb_array_elements(ops) LOOP
-        r := ROW(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::seqroute_result;
-        kind := op->>'k';
+    INSERT INTO seqroute_batch (n, rnd, k, s, a, u, b, h, l, t, m, hd, mh, pv, pool, task, pt, f, bs, hs, fe,
+                                p, sc, c, q, i, o)
+    SELECT e.n, row_number() OVER (PARTITION BY e.x->>'s' ORDER BY e.n), e.x->>'k', e.x->>'s', e.x->>'a',
+           e.x->>'u', (e.x->>'b')::bigint, (e.x->>'h')::integer, (e.x->>'l')::double precision,
+           (e.x->>'t')::integer, e.x->>'m', (e.x->>'hd')::bigint, (e.x->>'mh')::bigint, e.x->>'pv',
+           e.x->>'pool', e.x->>'task', (e.x->>'pt')::integer, (e.x->>'f')::real[],
+           (e.x->>'bs')::double precision[], (e.x->>'hs')::bigint[], (e.x->>'fe')::boolean[],
+           (e.x->>'p')::double precision, (e.x->>'sc')::double precision[], (e.x->>'c')::bigint,
+           (e.x->>'q')::double precision, (e.x->>'i')::integer, (e.x->>'o')::integer
+      FROM jsonb_array_elements(ops) WITH ORDINALITY AS e (x, n);
 
-        IF kind = 'open' THEN
-            ai := array_position(acc_ids, op->>'a');
-            IF ai IS NULL THEN
-                r.status := 'unknown_account';
-            ELSE
-                INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
-                VALUES (op->>'s', acc_ids[ai], op->>'u', (op->>'b')::bigint, (op->>'h')::integer,
-                        (op->>'l')::double precision)
-                ON CONFLICT (id) DO NOTHING;
-                IF FOUND THEN
-                    r.status := 'ok';
-                    r.v1 := (op->>'b')::bigint;
-                    r.v2 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
-                ELSE
-                    r.status := 'exists';
-                END IF;
-            END IF;
-            RETURN NEXT r;
-            CONTINUE;
-        END IF;
+    PERFORM 1 FROM (SELECT DISTINCT se.account_id AS id FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+                    UNION SELECT b.a FROM seqroute_batch b WHERE b.k = 'open') x
+                   JOIN accounts a ON a.id = x.id
+     ORDER BY a.id FOR UPDATE OF a;
+    PERFORM 1 FROM (SELECT DISTINCT b.s AS id FROM seqroute_batch b) x JOIN sessions se ON se.id = x.id
+     ORDER BY se.id FOR UPDATE OF se;
 
-        SELECT * INTO s FROM sessions WHERE id = op->>'s';
-        IF NOT FOUND THEN
-            r.status := 'unknown_session';
-            RETURN NEXT r;
-            CONTINUE;
-        END IF;
-        ai := array_position(acc_ids, s.account_id);
+    SELECT max(b.rnd) INTO rounds FROM seqroute_batch b;
+    FOR this_round IN 1..coalesce(rounds, 0) LOOP
 
-        IF kind = 'status' THEN
-            r.status := 'ok';
-            r.v1 := s.budget; r.v2 := s.spent; r.v3 := s.held; r.v4 := s.turns;
-            r.v5 := acc_cap[ai] - acc_spent[ai] - acc_held[ai]; r.v6 := s.horizon; r.d1 := s.lambda;
-            r.info := s.state; r.closed := s.closed_at IS NOT NULL;
+        -- OPEN
+        WITH made AS (
+            INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
+            SELECT b.s, b.a, b.u, b.b, b.h, b.l
+              FROM seqroute_batch b JOIN accounts a ON a.id = b.a
+             WHERE b.rnd = this_round AND b.k = 'open'
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id)
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, CASE WHEN made.id IS NOT NULL THEN 'ok'
+                                   WHEN a.id IS NULL THEN 'unknown_account' ELSE 'exists' END,
+                         NULL, b.b, 0, 0, NULL, b.h, b.l, 'open', false, NULL, NULL, NULL)::seqroute_result,
+               account = b.a
+          FROM seqroute_batch b2 LEFT JOIN made ON made.id = b2.s LEFT JOIN accounts a ON a.id = b2.a
+         WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'open';
 
-        ELSIF kind = 'route' THEN
-            t := (op->>'t')::integer;
-            hold := coalesce((op->>'hd')::bigint, 0);
-            IF s.closed_at IS NOT NULL THEN
-                r.status := 'closed';
-            ELSIF s.turns + 1 <> t
-               OR (s.state = 'open' AND op->>'m' IS NOT NULL
-                   AND (s.spent + s.held + hold > s.budget OR acc_spent[ai] + acc_held[ai] + hold > acc_cap[ai]))
-               OR (s.state = 'open' AND op->>'m' IS NULL
-                   AND s.spent + s.held + (op->>'mh')::bigint <= s.budget
-                   AND acc_spent[ai] + acc_held[ai] + (op->>'mh')::bigint <= acc_cap[ai]) THEN
-                -- The daemon decided on an outdated view (another request or daemon moved
-                -- money): send the current figures back so that it decides again.
-                r.status := 'stale';
-                r.v1 := s.budget; r.v2 := s.spent; r.v3 := s.held; r.v4 := s.turns;
-                r.v5 := acc_cap[ai] - acc_spent[ai] - acc_held[ai]; r.v6 := s.horizon; r.d1 := s.lambda;
-                r.info := s.state; r.closed := false;
-            ELSIF s.state = 'open' AND op->>'m' IS NOT NULL THEN
-                INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens,
-                                       features, budget_state, holds, feasible, model, propensity, scores,
-                                       hold, status)
-                VALUES (s.id, t, op->>'pv', (op->>'l')::double precision, op->>'pool', op->>'task',
-                        (op->>'pt')::integer, (op->>'f')::real[], (op->>'bs')::double precision[],
-                        (op->>'hs')::bigint[], (op->>'fe')::boolean[], op->>'m', (op->>'p')::double precision,
-                        (op->>'sc')::double precision[], hold, 'held');
-                IF hold > 0 THEN
-                    INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-                    VALUES ('hold', s.account_id, s.id, t, hold);
-                END IF;
-                UPDATE sessions SET held = held + hold, turns = t WHERE id = s.id;
-                acc_held[ai] := acc_held[ai] + hold;
-                r.status := 'ok';
-                r.v1 := t;
-                r.v2 := s.budget - s.spent - s.held - hold;
-                r.v3 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
-                r.v4 := hold;
-            ELSE
-                -- Bankrupt: this turn and every later one get no model.
-                INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens,
-                                       features, budget_state, holds, feasible, hold, status)
-                VALUES (s.id, t, op->>'pv', (op->>'l')::double precision, op->>'pool', op->>'task',
-                        (op->>'pt')::integer, (op->>'f')::real[], (op->>'bs')::double precision[],
-                        (op->>'hs')::bigint[], (op->>'fe')::boolean[], 0, 'bankrupt');
-                UPDATE sessions SET state = 'bankrupt', turns = t WHERE id = s.id;
-                r.status := 'bankrupt';
-                r.v1 := t;
-                r.v2 := s.budget - s.spent - s.held;
-                r.v3 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
-            END IF;
+        -- Everything else needs its session; note its account.
+        UPDATE seqroute_batch b SET account = se.account_id
+          FROM sessions se WHERE se.id = b.s AND b.rnd = this_round AND b.k <> 'open';
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, 'unknown_session', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                         NULL, NULL)::seqroute_result
+         WHERE b.rnd = this_round AND b.k <> 'open' AND b.account IS NULL;
 
-        ELSIF kind = 'report' THEN
-            t := (op->>'t')::integer;
-            cost := (op->>'c')::bigint;
-            SELECT * INTO d FROM decisions WHERE session_id = s.id AND turn = t;
-            IF NOT FOUND OR d.status = 'bankrupt' THEN
-                r.status := 'unknown_turn';
-            ELSIF d.status = 'reported' THEN
-                IF d.cost = cost AND d.quality IS NOT DISTINCT FROM (op->>'q')::double precision THEN
-                    r.status := 'ok';
-                    r.v1 := d.report_spent; r.v2 := d.report_remaining;
-                    r.v3 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
-                    r.v4 := s.spent; r.v5 := s.held;
-                ELSE
-                    r.status := 'conflict';
-                    r.v1 := d.cost;
-                END IF;
-            ELSIF d.status = 'expired' THEN
-                r.status := 'expired';
-                r.v1 := d.hold;
-            ELSE
-                -- held: capture up to the hold, release the rest, record any excess as overrun.
-                -- released (the session was closed first): nothing is held any more, so the
-                -- whole cost is an overrun; the ledger tells the truth about spend.
-                IF d.status = 'held' THEN
-                    INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-                    SELECT e.kind, s.account_id, s.id, t, e.amount
-                      FROM (VALUES ('capture', least(cost, d.hold)), ('release', d.hold - cost),
-                                   ('overrun', cost - d.hold)) AS e (kind, amount)
-                     WHERE e.amount > 0;
-                    s.held := s.held - d.hold;
-                    acc_held[ai] := acc_held[ai] - d.hold;
-                ELSIF cost > 0 THEN
-                    INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-                    VALUES ('overrun', s.account_id, s.id, t, cost);
-                END IF;
-                s.spent := s.spent + cost;
-                acc_spent[ai] := acc_spent[ai] + cost;
-                UPDATE sessions SET spent = s.spent, held = s.held WHERE id = s.id;
-                UPDATE decisions
-                   SET status = 'reported', cost = (op->>'c')::bigint, quality = (op->>'q')::double precision,
-                       in_tokens = (op->>'i')::integer, out_tokens = (op->>'o')::integer, reported_at = now(),
-                       report_spent = s.spent, report_remaining = s.budget - s.spent - s.held
-                 WHERE session_id = s.id AND turn = t;
-                r.status := 'ok';
-                r.v1 := s.spent; r.v2 := s.budget - s.spent - s.held;
-                r.v3 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
-                r.v4 := s.spent; r.v5 := s.held;
-            END IF;
+        -- STATUS
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, se.held, NULL, se.horizon, se.lambda, se.state,
+                         se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
+          FROM sessions se
+         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'status';
 
-        ELSIF kind = 'feedback' THEN
-            t := (op->>'t')::integer;
-            UPDATE decisions SET quality = (op->>'q')::double precision
-             WHERE session_id = s.id AND turn = t AND status <> 'bankrupt';
-            r.status := CASE WHEN FOUND THEN 'ok' ELSE 'unknown_turn' END;
+        -- FEEDBACK: quality that arrives after the report.
+        WITH fed AS (
+            UPDATE decisions d SET quality = b.q
+              FROM seqroute_batch b
+             WHERE b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL
+               AND d.session_id = b.s AND d.turn = b.t AND d.status <> 'bankrupt'
+            RETURNING b.n)
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, CASE WHEN fed.n IS NULL THEN 'unknown_turn' ELSE 'ok' END, NULL, NULL, NULL, NULL,
+                         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::seqroute_result
+          FROM seqroute_batch b2 LEFT JOIN fed ON fed.n = b2.n
+         WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL;
 
-        ELSIF kind = 'close' THEN
-            IF s.closed_at IS NULL THEN
-                IF s.held > 0 THEN
-                    INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-                    SELECT 'release', s.account_id, s.id, dd.turn, dd.hold
-                      FROM decisions dd WHERE dd.session_id = s.id AND dd.status = 'held' AND dd.hold > 0;
-                    UPDATE decisions SET status = 'released' WHERE session_id = s.id AND status = 'held';
-                    acc_held[ai] := acc_held[ai] - s.held;
-                END IF;
-                UPDATE sessions
-                   SET held = 0, closed_at = now(),
-                       state = CASE WHEN state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
-                 WHERE id = s.id;
-            END IF;
-            r.status := 'ok';
-            r.v1 := s.spent; r.v2 := s.turns; r.v3 := acc_cap[ai] - acc_spent[ai] - acc_held[ai];
+        -- REPORT. A held turn: capture up to the hold, release the rest, record any excess as
+        -- an overrun. A released turn (the session was closed first): nothing is held any more,
+        -- so the whole cost is an overrun; the ledger tells the truth about spend.
+        UPDATE seqroute_batch b SET dstatus = d.status, dhold = d.hold
+          FROM decisions d
+         WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND d.session_id = b.s AND d.turn = b.t;
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n,
+                         CASE WHEN b.dstatus IS NULL OR b.dstatus = 'bankrupt' THEN 'unknown_turn'
+                              WHEN b.dstatus = 'expired' THEN 'expired'
+                              WHEN d.cost = b.c AND d.quality IS NOT DISTINCT FROM b.q THEN 'ok'
+                              ELSE 'conflict' END,
+                         b.t, NULL, se.spent, se.held, d.hold, NULL, NULL, NULL, NULL,
+                         d.report_spent, d.report_remaining, NULL)::seqroute_result
+          FROM sessions se, decisions d
+         WHERE se.id = b.s AND d.session_id = b.s AND d.turn = b.t
+           AND b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL
+           AND (b.dstatus IS DISTINCT FROM 'held' AND b.dstatus IS DISTINCT FROM 'released');
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, 'unknown_turn', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                         NULL)::seqroute_result
+         WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND b.dstatus IS NULL;
 
-        ELSE
-            RAISE EXCEPTION 'seqroute_apply: unknown operation %', kind;
-        END IF;
-        RETURN NEXT r;
+        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+        SELECT e.kind, b.account, b.s, b.t, e.amount
+          FROM seqroute_batch b
+         CROSS JOIN LATERAL (VALUES
+                ('capture', CASE WHEN b.dstatus = 'held' THEN least(b.c, b.dhold) ELSE 0 END),
+                ('release', CASE WHEN b.dstatus = 'held' THEN b.dhold - b.c ELSE 0 END),
+                ('overrun', CASE WHEN b.dstatus = 'held' THEN b.c - b.dhold ELSE b.c END)) AS e (kind, amount)
+         WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released') AND e.amount > 0
+         ORDER BY b.n;
+        WITH moved AS (
+            UPDATE sessions se
+               SET spent = se.spent + b.c,
+                   held = se.held - CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END
+              FROM seqroute_batch b
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+            RETURNING b.n, se.budget, se.spent, se.held)
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, 'ok', b.t, moved.budget, moved.spent, moved.held, b.dhold, NULL, NULL, NULL, NULL,
+                         moved.spent, moved.budget - moved.spent - moved.held, NULL)::seqroute_result
+          FROM moved WHERE moved.n = b.n;
+        UPDATE decisions d
+           SET status = 'reported', cost = b.c, quality = b.q, in_tokens = b.i, out_tokens = b.o,
+               reported_at = now(), report_spent = (b.res).answer_spent,
+               report_remaining = (b.res).answer_remaining
+          FROM seqroute_batch b
+         WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+           AND d.session_id = b.s AND d.turn = b.t;
+        UPDATE accounts a
+           SET spent = a.spent + x.spent, held = a.held - x.released, updated_at = now()
+          FROM (SELECT b.account, sum(b.c) AS spent,
+                       sum(CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END) AS released
+                  FROM seqroute_batch b
+                 WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+                 GROUP BY b.account) x
+         WHERE a.id = x.account;
+
+        -- CLOSE releases the session's open holds; closing twice answers the same.
+        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+        SELECT 'release', b.account, b.s, d.turn, d.hold
+          FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+          JOIN decisions d ON d.session_id = b.s AND d.status = 'held'
+         WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0 AND d.hold > 0
+         ORDER BY b.n, d.turn;
+        UPDATE decisions d SET status = 'released'
+          FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+         WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
+           AND d.session_id = b.s AND d.status = 'held';
+        UPDATE accounts a
+           SET held = a.held - x.released, updated_at = now()
+          FROM (SELECT b.account, sum(se.held) AS released
+                  FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+                 WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
+                 GROUP BY b.account) x
+         WHERE a.id = x.account;
+        UPDATE sessions se
+           SET held = 0, closed_at = now(), state = CASE WHEN se.state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
+          FROM seqroute_batch b
+         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL;
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, 0, NULL, NULL, NULL, se.state, true, NULL,
+                         NULL, NULL)::seqroute_result
+          FROM sessions se
+         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close';
+
+        -- ROUTE. A hold is admitted only if it fits the session and the account, counting the
+        -- holds admitted before it in this round (cumulative per account, in arrival order).
+        -- A route decided on an outdated view (wrong turn, or money moved since) is answered
+        -- 'stale' with the current figures, and the daemon decides again. A route without a
+        -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
+        WITH r AS (
+            SELECT b.n, b.account, se.closed_at IS NOT NULL AS closed, se.state,
+                   se.turns + 1 = b.t AS turn_ok,
+                   se.spent + se.held + b.hd <= se.budget AS fits_session,
+                   se.spent + se.held + b.mh <= se.budget AND a.spent + a.held + b.mh <= a.cap AS cheapest_fits,
+                   a.spent + a.held AS account_used, a.cap, b.m, b.hd
+              FROM seqroute_batch b JOIN sessions se ON se.id = b.s JOIN accounts a ON a.id = se.account_id
+             WHERE b.rnd = this_round AND b.k = 'route'
+        ), c AS (
+            SELECT r.*,
+                   r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
+              FROM r
+        ), w AS (
+            SELECT c.*,
+                   sum(CASE WHEN c.candidate THEN c.hd ELSE 0 END)
+                       OVER (PARTITION BY c.account ORDER BY c.n) AS cumulative
+              FROM c
+        )
+        UPDATE seqroute_batch b
+           SET dstatus = CASE
+                   WHEN w.closed THEN 'closed'
+                   WHEN NOT w.turn_ok THEN 'stale'
+                   WHEN w.state = 'bankrupt' THEN 'bankrupt'
+                   WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
+                   WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
+                   ELSE 'stale' END
+          FROM w WHERE w.n = b.n;
+
+        INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
+                               budget_state, holds, feasible, model, propensity, scores, hold, status)
+        SELECT b.s, b.t, b.pv, b.l, b.pool, b.task, b.pt, b.f, b.bs, b.hs, b.fe,
+               CASE WHEN b.dstatus = 'ok' THEN b.m END, CASE WHEN b.dstatus = 'ok' THEN b.p END,
+               CASE WHEN b.dstatus = 'ok' THEN b.sc END, CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END,
+               CASE WHEN b.dstatus = 'ok' THEN 'held' ELSE 'bankrupt' END
+          FROM seqroute_batch b
+         WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt')
+         ORDER BY b.n;
+        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+        SELECT 'hold', b.account, b.s, b.t, b.hd
+          FROM seqroute_batch b
+         WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' AND b.hd > 0
+         ORDER BY b.n;
+        UPDATE sessions se
+           SET held = se.held + CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END, turns = b.t,
+               state = CASE WHEN b.dstatus = 'bankrupt' THEN 'bankrupt' ELSE se.state END
+          FROM seqroute_batch b
+         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt');
+        UPDATE accounts a
+           SET held = a.held + x.held, updated_at = now()
+          FROM (SELECT b.account, sum(b.hd) AS held FROM seqroute_batch b
+                 WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' GROUP BY b.account) x
+         WHERE a.id = x.account;
+        UPDATE seqroute_batch b
+           SET res = ROW(b.n, b.dstatus, CASE WHEN b.dstatus IN ('ok', 'bankrupt') THEN b.t ELSE se.turns END,
+                         se.budget, se.spent, se.held, CASE WHEN b.dstatus = 'ok' THEN b.hd END, se.horizon,
+                         se.lambda, se.state, se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
+          FROM sessions se
+         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.account IS NOT NULL;
     END LOOP;
 
-    UPDATE accounts a
-       SET spent = u.spent, held = u.held, updated_at = now()
-      FROM unnest(acc_ids, acc_spent, acc_held) AS u (id, spent, held)
-     WHERE a.id = u.id AND (a.spent <> u.spent OR a.held <> u.held);
+    RETURN QUERY
+        SELECT (b.res).n, (b.res).status, (b.res).turn, (b.res).budget, (b.res).spent, (b.res).held, (b.res).hold,
+               (b.res).horizon, (b.res).lambda, (b.res).state, (b.res).closed, (b.res).answer_spent,
+               (b.res).answer_remaining, a.cap - a.spent - a.held
+          FROM seqroute_batch b LEFT JOIN accounts a ON a.id = b.account
+         ORDER BY b.n;
 END $$;
 
 -- Money rule 3: holds not reported within max_age are captured at their full amount.
 CREATE FUNCTION seqroute_expire_holds(max_age interval) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+LANGUAGE plpgsql
+SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     d   record;
     n   integer := 0;

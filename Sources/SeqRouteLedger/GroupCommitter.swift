@@ -180,7 +180,7 @@ public final class GroupCommitter: @unchecked Sendable {
         }
         json += "]"
         let rows = try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json])
-        guard rows.count == ops.count else {
+        guard rows.count == ops.count, rows.enumerated().allSatisfy({ $0.element.int(0) == $0.offset + 1 }) else {
             throw PGError(sqlState: nil, message: "seqroute_apply answered \(rows.count) rows for \(ops.count) operations",
                           connectionLost: false)
         }

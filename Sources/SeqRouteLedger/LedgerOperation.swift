@@ -82,20 +82,43 @@ public enum LedgerOperation: Sendable {
     }
 }
 
-/// One row of seqroute_apply()'s answer.
+/// One row of seqroute_apply()'s answer (the type seqroute_result in sql/002); which fields
+/// are set depends on the operation and its status.
 public struct LedgerResult: Sendable, Equatable {
     public var status: String
-    public var v: [Int64?]
-    public var d1: Double?
-    public var info: String?
+    public var turn: Int?
+    public var budget: Int64?
+    public var spent: Int64?
+    public var held: Int64?
+    public var hold: Int64?
+    public var horizon: Int?
+    public var lambda: Double?
+    public var state: String?
     public var closed: Bool?
+    public var answerSpent: Int64?
+    public var answerRemaining: Int64?
+    public var accountRemaining: Int64?
 
     init(_ row: PGRow) {
-        status = row[0] ?? "internal"
-        v = (1...6).map { row.int64($0) }
-        d1 = row.double(7)
-        info = row[8]
-        closed = row.bool(9)
+        status = row[1] ?? "internal"
+        turn = row.int(2)
+        budget = row.int64(3)
+        spent = row.int64(4)
+        held = row.int64(5)
+        hold = row.int64(6)
+        horizon = row.int(7)
+        lambda = row.double(8)
+        state = row[9]
+        closed = row.bool(10)
+        answerSpent = row.int64(11)
+        answerRemaining = row.int64(12)
+        accountRemaining = row.int64(13)
+    }
+
+    /// The session's remaining budget, when the row carries the session's figures.
+    public var remaining: Int64? {
+        guard let budget, let spent, let held else { return nil }
+        return budget - spent - held
     }
 }
 
@@ -132,6 +155,7 @@ private struct JSONObject {
 }
 
 func jsonString(_ s: String) -> String {
+    if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C && $0 != 0x7F }) { return "\"" + s + "\"" }
     var out = "\""
     for u in s.unicodeScalars {
         switch u {

@@ -21,14 +21,14 @@ struct SessionView: Sendable {
     var lastModel: Int?
 
     init(statusOf r: LedgerResult) {
-        budget = r.v[0] ?? 0
-        spent = r.v[1] ?? 0
-        held = r.v[2] ?? 0
-        turns = Int(r.v[3] ?? 0)
-        accountRemaining = r.v[4] ?? 0
-        horizon = r.v[5].map { Int($0) }
-        lambda = r.d1
-        bankrupt = r.info == "bankrupt"
+        budget = r.budget ?? 0
+        spent = r.spent ?? 0
+        held = r.held ?? 0
+        turns = r.turn ?? 0
+        accountRemaining = r.accountRemaining ?? 0
+        horizon = r.horizon
+        lambda = r.lambda
+        bankrupt = r.state == "bankrupt"
         closed = r.closed ?? false
     }
 
@@ -42,12 +42,15 @@ public struct ActiveSetup: Sendable {
     public var configuration: Configuration
     public var policy: any RoutingPolicy
     public var featurizer: HashingFeaturizer
+    /// The pool's identity, computed once: every decision row records it.
+    public var poolID: String
 
     public init(configuration: Configuration) {
         self.configuration = configuration
         self.policy = PacingPolicy(pool: configuration.pool, defaultHorizon: configuration.defaultHorizon,
                                    exploration: configuration.exploration)
         self.featurizer = HashingFeaturizer(dimension: configuration.featureDimension)
+        self.poolID = configuration.pool.identity
     }
 }
 
@@ -103,7 +106,7 @@ public final class Router: @unchecked Sendable {
         case .close(let session):
             return await ledger(.close(session: session)) { r in
                 self.forget(session)
-                return OKAnswer([("spent", "\(r.v[0] ?? 0)"), ("turns", "\(r.v[1] ?? 0)")]).line
+                return OKAnswer([("spent", "\(r.spent ?? 0)"), ("turns", "\(r.turn ?? 0)")]).line
             }
         case .status(let session):
             return await ledger(.status(session: session)) { r in
@@ -111,7 +114,7 @@ public final class Router: @unchecked Sendable {
                 self.remember(session, v)
                 return OKAnswer([("budget", "\(v.budget)"), ("spent", "\(v.spent)"), ("held", "\(v.held)"),
                                  ("remaining", "\(v.budget - v.spent - v.held)"), ("turn", "\(v.turns)"),
-                                 ("state", v.closed && !v.bankrupt ? "closed" : r.info ?? "open"),
+                                 ("state", r.state ?? "open"),
                                  ("closed", v.closed ? "1" : "0")]).line
             }
         case .reload: return reload()
@@ -129,17 +132,7 @@ public final class Router: @unchecked Sendable {
         let account = r.account ?? config.defaultAccount
         return await ledger(.open(session: r.session, account: account, user: r.user, budget: budget,
                                   horizon: r.horizon, lambda: r.lambda)) { res in
-            var v = SessionView(statusOf: res)
-            v.budget = budget
-            v.spent = 0
-            v.held = 0
-            v.turns = 0
-            v.accountRemaining = res.v[1] ?? 0
-            v.horizon = r.horizon
-            v.lambda = r.lambda
-            v.bankrupt = false
-            v.closed = false
-            self.remember(r.session, v)
+            self.remember(r.session, SessionView(statusOf: res))
             return OKAnswer([("session", r.session), ("remaining", "\(budget)")]).line
         }
     }
@@ -179,7 +172,7 @@ public final class Router: @unchecked Sendable {
             let record = RouteRecord(
                 session: r.session, turn: turn, model: decision.map { pool.models[$0.model].name },
                 hold: decision.map { holds[$0.model] } ?? 0, minHold: minHold,
-                policyVersion: active.policy.version, lambda: lambda, poolID: pool.identity, task: r.task,
+                policyVersion: active.policy.version, lambda: lambda, poolID: active.poolID, task: r.task,
                 promptTokens: tokens, features: features,
                 budgetState: [Double(turn), Double(view.horizon ?? 0), Double(view.budget), Double(view.spent),
                               Double(view.held), Double(view.accountRemaining)],
@@ -192,15 +185,15 @@ public final class Router: @unchecked Sendable {
                 case "ok":
                     view.turns = turn
                     view.held += record.hold
-                    view.accountRemaining = res.v[2] ?? view.accountRemaining
+                    view.accountRemaining = res.accountRemaining ?? view.accountRemaining
                     view.lastModel = decision?.model
                     remember(r.session, view)
                     return OKAnswer([("turn", "\(turn)"), ("model", record.model!), ("hold", "\(record.hold)"),
-                                     ("remaining", "\(res.v[1] ?? 0)"), ("policy", record.policyVersion)]).line
+                                     ("remaining", "\(res.remaining ?? 0)"), ("policy", record.policyVersion)]).line
                 case "bankrupt":
                     view.turns = turn
                     view.bankrupt = true
-                    view.accountRemaining = res.v[2] ?? view.accountRemaining
+                    view.accountRemaining = res.accountRemaining ?? view.accountRemaining
                     remember(r.session, view)
                     var pairs = [("turn", "\(turn)"), ("bankrupt", "1")]
                     if let fallback = config.fallbackModel { pairs.append(("model", fallback)) }
@@ -226,13 +219,13 @@ public final class Router: @unchecked Sendable {
         await ledger(.report(r)) { res in
             self.lock.lock()
             if var v = self.sessions[r.session] {
-                v.spent = res.v[3] ?? v.spent
-                v.held = res.v[4] ?? v.held
-                v.accountRemaining = res.v[2] ?? v.accountRemaining
+                v.spent = res.spent ?? v.spent
+                v.held = res.held ?? v.held
+                v.accountRemaining = res.accountRemaining ?? v.accountRemaining
                 self.sessions[r.session] = v
             }
             self.lock.unlock()
-            return OKAnswer([("spent", "\(res.v[0] ?? 0)"), ("remaining", "\(res.v[1] ?? 0)")]).line
+            return OKAnswer([("spent", "\(res.answerSpent ?? 0)"), ("remaining", "\(res.answerRemaining ?? 0)")]).line
         }
     }
 
@@ -284,8 +277,8 @@ public final class Router: @unchecked Sendable {
         case "unknown_account": return ProtocolError("unknown_account", "no such account; create it with seqroute account set").line
         case "exists": return ProtocolError("exists", "a session with this id exists").line
         case "unknown_turn": return ProtocolError("unknown_turn", "that turn of the session was never routed to a model").line
-        case "conflict": return ProtocolError("conflict", "that turn was already reported with cost=\(r.v[0] ?? 0) and other figures").line
-        case "expired": return ProtocolError("expired", "the hold of that turn expired and was captured in full (\(r.v[0] ?? 0))").line
+        case "conflict": return ProtocolError("conflict", "that turn was already reported with other figures").line
+        case "expired": return ProtocolError("expired", "the hold of that turn expired and was captured in full (\(r.hold ?? 0))").line
         case "closed": return ProtocolError("closed", "session is closed").line
         default: return ProtocolError("internal", "unexpected ledger answer \(r.status)").line
         }

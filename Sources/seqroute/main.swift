@@ -147,7 +147,7 @@ struct LoadGen: ParsableCommand {
                                                        turns: turns, budget: budget, account: account, rate: rate,
                                                        seed: seed))
         print(report.summary)
-        for e in report.firstErrors { print("error: \(e)") }
+        for e in report.firstErrors.prefix(5) { print("error: \(e)") }
         if report.errors > 0 { throw ExitCode(1) }
     }
 }
