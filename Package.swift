@@ -40,7 +40,9 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        .target(name: "SeqRouteLearning", dependencies: ["SeqRouteCore"]),
         .testTarget(name: "SeqRouteCoreTests", dependencies: ["SeqRouteCore"]),
+        .testTarget(name: "SeqRouteLearningTests", dependencies: ["SeqRouteLearning", "SeqRouteCore"]),
         .testTarget(
             name: "SeqRouteIntegrationTests",
             dependencies: ["SeqRouteCore", "SeqRouteLedger", "SeqRouteServer"]
