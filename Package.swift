@@ -15,6 +15,8 @@ let package = Package(
     targets: [
         // libpq from Debian's libpq-dev.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // OpenBLAS from Debian's libopenblas-dev, for the network's matrix work.
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         // Pure logic: protocol, featurizer, configuration, decision problem, policies.
         .target(name: "SeqRouteCore"),
         // The PostgreSQL ledger: libpq wrapper, migrations, group committer.
@@ -35,12 +37,13 @@ let package = Package(
         .executableTarget(
             name: "seqroute",
             dependencies: [
-                "SeqRouteCore", "SeqRouteLedger", "SeqRouteServer",
+                "SeqRouteCore", "SeqRouteLedger", "SeqRouteServer", "SeqRouteLearning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
-        .target(name: "SeqRouteLearning", dependencies: ["SeqRouteCore"]),
+        // The learning engine: data, simulation, HBR, CQL, baselines, the oracle, the benchmark.
+        .target(name: "SeqRouteLearning", dependencies: ["SeqRouteCore", "COpenBLAS"]),
         .testTarget(name: "SeqRouteCoreTests", dependencies: ["SeqRouteCore"]),
         .testTarget(name: "SeqRouteLearningTests", dependencies: ["SeqRouteLearning", "SeqRouteCore"]),
         .testTarget(

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import SeqRouteCore
+import SeqRouteLearning
 import SeqRouteLedger
 import SeqRouteServer
 
@@ -10,7 +11,7 @@ struct SeqRoute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seqroute",
         abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
-        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self])
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self, Import.self, Bench.self])
 }
 
 /// Where the ledger is: --dsn, else the config file's dsn, else the embedded cluster.
@@ -149,6 +150,77 @@ struct LoadGen: ParsableCommand {
         print(report.summary)
         for e in report.firstErrors.prefix(5) { print("error: \(e)") }
         if report.errors > 0 { throw ExitCode(1) }
+    }
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Import router data into canonical query tables (train.jsonl and test.jsonl).",
+        discussion: """
+            routerbench <folder>: the RouterBench CSVs (<name>_train.csv and <name>_test.csv; the source's split is kept).
+            routellm <folder>: RouteLLM's MMLU, GSM8K and MT-Bench results (a seeded 80/20 split); \
+            MT-Bench question texts come from --mt-bench-questions.
+            """)
+    @Argument(help: "routerbench or routellm") var format: String
+    @Argument(help: "The source folder.") var source: String
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Folder with MT-Bench's question.jsonl (routellm only; default: <source>/../mt_bench_questions).")
+    var mtBenchQuestions: String?
+
+    func run() throws {
+        let src = URL(fileURLWithPath: source)
+        let tables: ImportedTables
+        switch format {
+        case "routerbench": tables = try RouterBenchImporter(directory: src).load()
+        case "routellm":
+            let questions = mtBenchQuestions.map { URL(fileURLWithPath: $0) }
+                ?? src.deletingLastPathComponent().appendingPathComponent("mt_bench_questions")
+            tables = try RouteLLMImporter(directory: src, mtBenchQuestionsDirectory: questions).load()
+        default: throw ValidationError("unknown format \(format): use routerbench or routellm")
+        }
+        let dir = URL(fileURLWithPath: out)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try tables.train.write(to: dir.appendingPathComponent("train.jsonl"))
+        try tables.test.write(to: dir.appendingPathComponent("test.jsonl"))
+        for n in tables.notes { print(n) }
+        print("train.jsonl: \(tables.train.records.count) queries, test.jsonl: \(tables.test.records.count) queries, models: \(tables.train.models.joined(separator: ", "))")
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run every policy on sessions built from canonical query tables; write bench.json, bench.md, frontier.svg.")
+    @Option(help: "Training query table (JSONL).") var train: String
+    @Option(help: "Test query table (JSONL).") var test: String
+    @Option(help: "Output folder.") var out: String
+    @Flag(help: "A small run (about a minute) for tests and demos.") var quick = false
+    @Option(help: "CQL gradient steps (default 60000, quick 3000).") var steps: Int?
+    @Option(help: "Seed.") var seed: UInt64 = 1
+
+    func run() throws {
+        var c = quick ? BenchConfiguration.quick : BenchConfiguration()
+        if let steps { c.cql.steps = steps }
+        c.seed = seed
+        let started = Date()
+        let log: @Sendable (String) -> Void = { line in
+            FileHandle.standardError.write(Data(String(format: "[%6.1fs] %@\n", Date().timeIntervalSince(started), line).utf8))
+        }
+        log("reading \(train) and \(test)")
+        let trainTable = try QueryTable.read(from: URL(fileURLWithPath: train))
+        let testTable = try QueryTable.read(from: URL(fileURLWithPath: test))
+        let (output, policy) = try SeqRouteLearning.Bench.run(train: trainTable, test: testTable, configuration: c, progress: log)
+        let dir = URL(fileURLWithPath: out)
+        try BenchReport.write(output, to: dir)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try encoder.encode(policy).write(to: dir.appendingPathComponent("policy.json"), options: .atomic)
+        log("wrote bench.json, bench.md, frontier.svg and policy.json to \(out)")
+        for l in output.summary {
+            print(String(format: "rho=%.2f pacing=%.3f/%.2f seqroute(matched λ=%@)=%@ max_q=%.3f oracle=%.3f undominated=%d",
+                         l.rho, l.pacing_quality, l.pacing_cost * 1000, l.matched_lambda.map { "\($0)" } ?? "-",
+                         l.seqroute_quality.map { String(format: "%.3f/%.2f", $0, (l.seqroute_cost ?? 0) * 1000) } ?? "-",
+                         l.seqroute_max_quality, l.oracle_quality, l.undominated_baseline_points.count))
+        }
     }
 }
 

@@ -1,0 +1,304 @@
+// `seqroute bench`: every policy on the same sessions built from real router data (SPEC 7).
+// Behaviour data on training sessions → HBR → CQL (and the learned baselines) → evaluation of
+// every policy and knob at every budget level on test sessions → bench.json, bench.md and
+// frontier.svg.
+
+import COpenBLAS
+import Foundation
+import SeqRouteCore
+
+public struct BenchConfiguration: Sendable {
+    public var trainSessions = 10_000
+    public var testSessionsPerLevel = 2_000
+    /// Training sessions held out to choose knobs (never test sessions).
+    public var validationSessions = 500
+    public var rhos = BudgetLevels.rhos
+    public var lambdas: [Double] = [0, 0.1, 0.3, 0.6, 1, 1.5, 2.5, 4, 6, 10, 15, 25, 50]
+    public var hbr = HBRConfiguration()
+    public var cql = CQLConfiguration()
+    public var bcSteps = 10_000
+    public var behaviourExploration = 0.2
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    /// Small enough to finish in about a minute, for tests and demos.
+    public static var quick: BenchConfiguration {
+        var c = BenchConfiguration()
+        c.trainSessions = 1_000
+        c.testSessionsPerLevel = 200
+        c.validationSessions = 200
+        c.hbr.logUniformBudgets = 8
+        c.cql.steps = 3_000
+        c.bcSteps = 1_000
+        c.lambdas = [0, 0.3, 1, 2.5, 6, 15, 50]
+        return c
+    }
+}
+
+public struct BenchResult: Sendable, Codable, Equatable {
+    public var policy: String
+    public var rho: Double
+    public var knob: Double?
+    public var quality: Double
+    public var cost: Double
+    public var bankruptcy_rate: Double
+    public var unserved: Double
+    public var over_budget: Double
+    public var violations: Int
+}
+
+public struct LevelSummary: Sendable, Codable {
+    public var rho: Double
+    /// The λ chosen on validation (training) sessions to match pacing's quality at least cost.
+    public var matched_lambda: Double?
+    public var seqroute_quality: Double?
+    public var seqroute_cost: Double?
+    public var pacing_quality: Double
+    public var pacing_cost: Double
+    /// 1 − cost(SeqRoute)/cost(baseline) at equal or better quality, from the frontier (test).
+    public var cost_reduction_vs_strongest: Double?
+    public var best_baseline: String
+    public var cost_reduction_vs_best_baseline: Double?
+    /// Baseline points (heuristics, static models, BC) that no λ reaches at ≥ quality and ≤ cost.
+    public var undominated_baseline_points: [String]
+    public var seqroute_max_quality: Double
+    public var seqroute_min_bankruptcy: Double
+    public var seqroute_max_bankruptcy: Double
+    public var cql_no_hbr_max_quality: Double
+    public var cql_no_hbr_max_bankruptcy: Double
+    public var oracle_quality: Double
+    public var oracle_share: Double
+}
+
+public struct BenchOutput: Sendable, Codable {
+    public var results: [BenchResult]
+    public var summary: [LevelSummary]
+    public var strongest_unbudgeted: BenchResult
+    public var figures: [String: Double]
+    public var notes: [String]
+}
+
+public enum Bench {
+    public static func run(train: QueryTable, test: QueryTable, configuration c: BenchConfiguration,
+                           progress: @escaping @Sendable (String) -> Void) throws -> (BenchOutput, LearnedPolicy) {
+        openblas_set_num_threads(1)
+        guard train.models == test.models else {
+            throw SimulationError(description: "training models \(train.models) differ from test models \(test.models)")
+        }
+        var figures: [String: Double] = [:]
+        var notes: [String] = []
+        let featurizer = HashingFeaturizer()
+        let stats = TrainingStats(training: train)
+        let holds = Holds(training: train)
+        let levels = BudgetLevels(stats: stats, holds: holds)
+        let kappa = levels.strongestMeanCostUSD
+        let scale = RewardScale(priceScaleUSD: kappa, cheapRatio: stats.meanCostUSD[stats.cheapestModel] / kappa)
+        let encoder = StateEncoder(featureDimension: featurizer.dimension, tasks: stats.taskCounts.keys.sorted(),
+                                   modelCount: train.models.count, priceScaleUSD: kappa, lambdaMax: c.hbr.lambdaMax)
+        let trainData = QueryData(table: train, holds: holds, encoder: encoder, featurizer: featurizer)
+        let testData = QueryData(table: test, holds: holds, encoder: encoder, featurizer: featurizer)
+        let trainSim = try Simulator(table: train, holds: holds)
+        let testSim = try Simulator(table: test, holds: holds)
+        let generator = SessionGenerator()
+
+        // 1. Logged data: the behaviour policy on training sessions at random budget levels.
+        progress("behaviour: \(c.trainSessions) training sessions")
+        let trainSessions = generator.sessions(count: c.trainSessions, from: train, seed: c.seed)
+        var budgetRandom = SplitMix64(seed: c.seed &+ 101)
+        let trainBudgets = trainSessions.map {
+            levels.budgetUSD(turns: $0.horizon, rho: 0.02 + 1.18 * budgetRandom.unit())
+        }
+        let behaviour = BehaviourPolicy(components: BehaviourPolicy.defaultComponents(stats),
+                                        exploration: c.behaviourExploration)
+        let logged = trainSim.run(behaviour, sessions: trainSessions, budgetsUSD: trainBudgets, seed: c.seed, logging: true)
+        notes.append(String(format: "behaviour policy on training sessions: quality %.3f, bankruptcy %.3f",
+                            logged.metrics.meanTurnQuality, logged.metrics.bankruptcyRate))
+
+        // 2. HBR, streamed into the one training buffer.
+        progress("HBR: relabelling \(logged.logs.count) logged sessions")
+        var buffer: [Transition] = []
+        buffer.reserveCapacity(c.trainSessions * 10 * (c.hbr.logUniformBudgets + 8))
+        let hbrStart = Date()
+        let counts = HindsightBudgetRelabeling.expand(logged.logs, configuration: c.hbr) { buffer.append($0) }
+        let hbrSeconds = Date().timeIntervalSince(hbrStart)
+        figures["hbr_transitions"] = Double(counts.transitions)
+        figures["hbr_bankruptcy_transitions"] = Double(counts.bankruptcies)
+        figures["hbr_seconds"] = hbrSeconds
+        figures["hbr_transitions_per_second"] = Double(counts.transitions) / max(hbrSeconds, 1e-9)
+        progress(String(format: "HBR: %d transitions (%d bankruptcies) from %d copies in %.1f s",
+                        counts.transitions, counts.bankruptcies, counts.copies, hbrSeconds))
+
+        // The logged steps alone (the logged budget, one λ each): CQL without HBR, and BC.
+        var original: [Transition] = []
+        for (i, s) in logged.logs.enumerated() {
+            var random = SplitMix64(seed: c.hbr.seed ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15) ^ 0xB0)
+            let lambda = HindsightBudgetRelabeling.drawLambda(c.hbr, random: &random)
+            _ = HindsightBudgetRelabeling.replay(s, budgetUSD: s.budgetUSD, lambda: lambda) { original.append($0) }
+        }
+        figures["logged_transitions"] = Double(original.count)
+
+        // 3. Training.
+        progress("CQL with HBR: \(c.cql.steps) steps on \(buffer.count) transitions")
+        let trainer = CQLTrainer(encoder: encoder, scale: scale, configuration: c.cql)
+        let (network, report) = trainer.train(buffer, data: trainData) { step, loss in
+            progress(String(format: "CQL with HBR: step %d/%d, TD loss %.4f", step, c.cql.steps, loss))
+        }
+        figures["cql_steps_per_second"] = Double(report.steps) / max(report.seconds, 1e-9)
+        figures["cql_seconds"] = report.seconds
+        buffer = []  // the expanded set is not needed past training
+
+        progress("CQL without HBR: \(c.cql.steps) steps on \(original.count) transitions")
+        let (noHBR, _) = trainer.train(original, data: trainData) { step, loss in
+            progress(String(format: "CQL without HBR: step %d/%d, TD loss %.4f", step, c.cql.steps, loss))
+        }
+        progress("behaviour cloning: \(c.bcSteps) steps")
+        var bc = BehaviourCloning(encoder: encoder)
+        bc.steps = c.bcSteps
+        let bcNetwork = bc.train(original, data: trainData)
+
+        func learned(_ kind: String, _ net: MLP, _ version: String) -> LearnedPolicy {
+            LearnedPolicy(version: version, kind: kind, pool: train.models, featurizer: featurizer.identity,
+                          encoder: encoder, scale: scale, lambdaRange: [0, c.hbr.lambdaMax], network: net,
+                          training: ["transitions": Double(counts.transitions), "steps": Double(report.steps),
+                                     "td_loss": report.finalTDLoss])
+        }
+        let seqroute = learned("cql", network, "bench-cql-hbr")
+        let cqlNoHBR = learned("cql", noHBR, "bench-cql-no-hbr")
+        let cloned = learned("bc", bcNetwork, "bench-bc")
+
+        // 4. Evaluation: the same test sessions at every level, every policy and knob.
+        let testSessions = generator.sessions(count: c.testSessionsPerLevel, from: test, seed: c.seed &+ 2)
+        let validation = generator.sessions(count: c.validationSessions, from: train, seed: c.seed &+ 3)
+        struct Job: Sendable {
+            var name: String
+            var knob: Double?
+            var make: @Sendable () -> any SimPolicy
+        }
+        var jobs: [Job] = []
+        for (m, name) in train.models.enumerated() {
+            jobs.append(Job(name: "model:\(name)", knob: nil) { SingleModelHeuristic(model: m, stats: stats) })
+        }
+        jobs.append(Job(name: "cheapest", knob: nil) { SingleModelHeuristic.cheapest(stats) })
+        jobs.append(Job(name: "strongest", knob: nil) { SingleModelHeuristic.strongest(stats) })
+        jobs.append(Job(name: "random", knob: nil) { RandomHeuristic() })
+        for k in PacingHeuristic.knobs { jobs.append(Job(name: "pacing", knob: k) { PacingHeuristic(knob: k, stats: stats) }) }
+        for k in ThresholdHeuristic.knobs { jobs.append(Job(name: "threshold", knob: k) { ThresholdHeuristic(knob: k, stats: stats) }) }
+        for k in ReserveHeuristic.knobs { jobs.append(Job(name: "greedy-reserve", knob: k) { ReserveHeuristic(knob: k, stats: stats) }) }
+        for k in MyopicRouter.knobs { jobs.append(Job(name: "myopic", knob: k) { MyopicRouter(knob: k, stats: stats) }) }
+        jobs.append(Job(name: "bc", knob: nil) { LearnedSimPolicy(policy: cloned, data: testData, lambda: 0) })
+        for l in c.lambdas {
+            jobs.append(Job(name: "seqroute", knob: l) { LearnedSimPolicy(policy: seqroute, data: testData, lambda: l) })
+            jobs.append(Job(name: "cql-no-hbr", knob: l) { LearnedSimPolicy(policy: cqlNoHBR, data: testData, lambda: l) })
+        }
+        jobs.append(Job(name: "oracle", knob: nil) { OraclePolicy(simulator: testSim) })
+
+        progress("evaluation: \(jobs.count) policies × \(c.rhos.count) budget levels × \(testSessions.count) sessions")
+        let evalStart = Date()
+        let runs = c.rhos.flatMap { rho in jobs.map { (rho, $0) } }
+        let results = ResultBox(count: runs.count)
+        let done = Counter()
+        DispatchQueue.concurrentPerform(iterations: runs.count) { i in
+            let (rho, job) = runs[i]
+            let budgets = levels.budgetsUSD(for: testSessions, rho: rho)
+            let m = testSim.run(job.make(), sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
+            results.set(i, BenchResult(policy: job.name, rho: rho, knob: job.knob, quality: m.meanTurnQuality,
+                                       cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
+                                       unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
+                                       violations: m.violations))
+            let n = done.increment()
+            if n % 50 == 0 || n == runs.count { progress("evaluation: \(n)/\(runs.count) runs") }
+        }
+        figures["evaluation_seconds"] = Date().timeIntervalSince(evalStart)
+        let all = results.values
+
+        // The strongest model with no budget at all: what most services do today.
+        let unlimited = testSim.run(SingleModelHeuristic.strongest(stats), sessions: testSessions,
+                                    budgetsUSD: testSessions.map { _ in Double.greatestFiniteMagnitude / 4 },
+                                    seed: c.seed &+ 5).metrics
+        let strongestUnbudgeted = BenchResult(policy: "strongest (no budget)", rho: 0, knob: nil,
+                                              quality: unlimited.meanTurnQuality, cost: unlimited.meanSessionCostUSD,
+                                              bankruptcy_rate: 0, unserved: 0, over_budget: 0,
+                                              violations: unlimited.violations)
+
+        // 5. Knobs chosen on validation (training) sessions: the λ matching pacing's quality.
+        progress("choosing λ on \(validation.count) training sessions")
+        var matched: [Double: Double] = [:]
+        for rho in c.rhos {
+            let budgets = levels.budgetsUSD(for: validation, rho: rho)
+            let pacingQ = trainSim.run(PacingHeuristic(knob: 1, stats: stats), sessions: validation,
+                                       budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
+            var bestLambda: Double?
+            for l in c.lambdas {
+                let q = trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l),
+                                     sessions: validation, budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
+                if q >= pacingQ { bestLambda = max(bestLambda ?? l, l) }
+            }
+            matched[rho] = bestLambda
+        }
+
+        // Decision latency: features to chosen model, one state at a time.
+        let probe = LearnedSimPolicy(policy: seqroute, data: testData, lambda: 1)
+        var probeRandom = SplitMix64(seed: 1)
+        let q0 = testSessions[0].queries[0]
+        let state = SimState(queryIndex: q0, features: [], task: test.records[q0].task, turn: 1, horizon: 8,
+                             budgetUSD: 0.01, remainingUSD: 0.01, holdsUSD: testData.holdsUSD[q0],
+                             feasible: testData.holdsUSD[q0].map { $0 <= 0.01 }, previousAction: nil)
+        let latencyStart = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<2_000 { _ = probe.choose(state, random: &probeRandom) }
+        figures["decision_microseconds"] = Double(DispatchTime.now().uptimeNanoseconds - latencyStart) / 2_000 / 1_000
+
+        let summary = c.rhos.map { rho in summarize(rho: rho, all.filter { $0.rho == rho }, matched: matched[rho] ?? nil) }
+        return (BenchOutput(results: all, summary: summary, strongest_unbudgeted: strongestUnbudgeted,
+                            figures: figures, notes: notes), seqroute)
+    }
+
+    static let baselineNames: Set<String> = ["pacing", "threshold", "greedy-reserve", "myopic", "random", "cheapest",
+                                             "strongest", "bc"]
+    static func isBaseline(_ r: BenchResult) -> Bool { baselineNames.contains(r.policy) || r.policy.hasPrefix("model:") }
+
+    static func summarize(rho: Double, _ rs: [BenchResult], matched: Double?) -> LevelSummary {
+        let sr = rs.filter { $0.policy == "seqroute" }
+        let noHBR = rs.filter { $0.policy == "cql-no-hbr" }
+        let pacing = rs.first { $0.policy == "pacing" && $0.knob == 1 }!
+        let strongest = rs.first { $0.policy == "strongest" }!
+        let oracle = rs.first { $0.policy == "oracle" }!
+        let baselines = rs.filter(isBaseline)
+        let best = baselines.max { $0.quality < $1.quality }!
+        func cheapestReaching(_ q: Double) -> BenchResult? {
+            sr.filter { $0.quality >= q }.min { $0.cost < $1.cost }
+        }
+        func reduction(vs b: BenchResult) -> Double? { cheapestReaching(b.quality).map { 1 - $0.cost / b.cost } }
+        let undominated = baselines.filter { b in !sr.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
+        let matchedPoint = matched.flatMap { l in sr.first { $0.knob == l } }
+        let srBest = sr.map(\.quality).max() ?? 0
+        return LevelSummary(
+            rho: rho, matched_lambda: matched, seqroute_quality: matchedPoint?.quality, seqroute_cost: matchedPoint?.cost,
+            pacing_quality: pacing.quality, pacing_cost: pacing.cost,
+            cost_reduction_vs_strongest: reduction(vs: strongest),
+            best_baseline: best.policy + (best.knob.map { "(\($0))" } ?? ""),
+            cost_reduction_vs_best_baseline: reduction(vs: best),
+            undominated_baseline_points: undominated.map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") },
+            seqroute_max_quality: srBest,
+            seqroute_min_bankruptcy: sr.map(\.bankruptcy_rate).min() ?? 0,
+            seqroute_max_bankruptcy: sr.map(\.bankruptcy_rate).max() ?? 0,
+            cql_no_hbr_max_quality: noHBR.map(\.quality).max() ?? 0,
+            cql_no_hbr_max_bankruptcy: noHBR.map(\.bankruptcy_rate).max() ?? 0,
+            oracle_quality: oracle.quality, oracle_share: oracle.quality > 0 ? srBest / oracle.quality : 0)
+    }
+}
+
+/// Results written from concurrent evaluation runs, each into its own slot.
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [BenchResult?]
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: BenchResult) { lock.withLock { slots[i] = r } }
+    var values: [BenchResult] { lock.withLock { slots.compactMap { $0 } } }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func increment() -> Int { lock.withLock { n += 1; return n } }
+}

@@ -1,0 +1,60 @@
+// A trained network as a routing policy: the greedy feasible action of its scores (Q-values
+// for CQL, logits for behaviour cloning). The same type is what a policy file holds.
+
+import Foundation
+import SeqRouteCore
+
+public struct LearnedPolicy: Sendable, Codable {
+    public var version: String
+    /// "cql" or "bc".
+    public var kind: String
+    /// The model pool, in the network's output order.
+    public var pool: [String]
+    /// The featurizer's identity (HashingFeaturizer.identity) the features came from.
+    public var featurizer: String
+    public var encoder: StateEncoder
+    public var scale: RewardScale
+    public var lambdaRange: [Double]
+    public var network: MLP
+    public var training: [String: Double]
+
+    /// Scores of every model for one state.
+    public func scores(features: ArraySlice<Float>, taskIndex: Int?, turn: Int, horizon: Int, budgetUSD: Double,
+                       remainingUSD: Double, holdsUSD: [Double], feasible: UInt32, previous: Int?,
+                       lambda: Double) -> [Float] {
+        var row = [Float](repeating: 0, count: encoder.width)
+        row.withUnsafeMutableBufferPointer {
+            encoder.encode(into: $0, features: features, taskIndex: taskIndex, turn: turn, horizon: horizon,
+                           budgetUSD: budgetUSD, remainingUSD: remainingUSD, holdsUSD: holdsUSD, feasible: feasible,
+                           previous: previous, lambda: lambda)
+        }
+        return network.outputs(row, batch: 1)
+    }
+
+    /// The best-scoring feasible model, or nil when none is feasible.
+    public func choose(scores: [Float], feasible: UInt32) -> Int? {
+        argmax(scores, row: 0, k: encoder.modelCount, mask: feasible)
+    }
+}
+
+/// A learned policy playing in the simulator at a fixed λ.
+public struct LearnedSimPolicy: SimPolicy {
+    public let policy: LearnedPolicy
+    public let data: QueryData
+    public let lambda: Double
+
+    public init(policy: LearnedPolicy, data: QueryData, lambda: Double) {
+        self.policy = policy
+        self.data = data
+        self.lambda = lambda
+    }
+
+    public func choose(_ s: SimState, random: inout SplitMix64) -> Int? {
+        let mask = feasibleMask(s.feasible)
+        let scores = policy.scores(features: data.features(of: s.queryIndex), taskIndex: data.taskIndex[s.queryIndex],
+                                   turn: s.turn, horizon: s.horizon, budgetUSD: s.budgetUSD,
+                                   remainingUSD: s.remainingUSD, holdsUSD: s.holdsUSD, feasible: mask,
+                                   previous: s.previousAction, lambda: policy.kind == "bc" ? 0 : lambda)
+        return policy.choose(scores: scores, feasible: mask)
+    }
+}

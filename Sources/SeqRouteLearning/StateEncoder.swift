@@ -1,0 +1,69 @@
+// The state s_t of SPEC section 2 as the network's input vector. Money enters only as ratios
+// (to the budget, to the turns left, to the price scale κ), so the same encoder serves the
+// simulation (USD) and the daemon (micro-units converted to USD).
+
+import Foundation
+
+public struct StateEncoder: Sendable, Codable, Equatable {
+    public let featureDimension: Int
+    /// Training task labels, one-hot; an unknown task is all zeros.
+    public let tasks: [String]
+    public let modelCount: Int
+    /// κ: the strongest model's mean cost per turn on training queries, in USD.
+    public let priceScaleUSD: Double
+    /// The top of the trained λ range (λ is encoded on a log scale up to it).
+    public let lambdaMax: Double
+
+    public init(featureDimension: Int, tasks: [String], modelCount: Int, priceScaleUSD: Double, lambdaMax: Double) {
+        self.featureDimension = featureDimension
+        self.tasks = tasks
+        self.modelCount = modelCount
+        self.priceScaleUSD = priceScaleUSD
+        self.lambdaMax = lambdaMax
+    }
+
+    static let scalarCount = 6
+
+    /// features, task one-hot, 6 budget and time scalars, per model (affordability, feasible),
+    /// previous action one-hot (with "none").
+    public var width: Int { featureDimension + tasks.count + StateEncoder.scalarCount + 2 * modelCount + modelCount + 1 }
+
+    public func taskIndex(_ task: String?) -> Int? { task.flatMap { tasks.firstIndex(of: $0) } }
+
+    /// Writes one state into `row` (which must be `width` long and zeroed).
+    public func encode(into row: UnsafeMutableBufferPointer<Float>, features: ArraySlice<Float>, taskIndex: Int?,
+                       turn: Int, horizon: Int, budgetUSD: Double, remainingUSD: Double, holdsUSD: [Double],
+                       feasible: UInt32, previous: Int?, lambda: Double) {
+        var i = 0
+        for f in features.prefix(featureDimension) {
+            row[i] = f
+            i += 1
+        }
+        i = featureDimension
+        if let taskIndex { row[i + taskIndex] = 1 }
+        i += tasks.count
+        let turnsLeft = Double(max(1, horizon - turn + 1))
+        let allowance = max(remainingUSD, 0) / turnsLeft
+        row[i] = Float(min(Double(turn) / Double(max(horizon, 1)), 2))
+        row[i + 1] = Float(turnsLeft / 16)
+        row[i + 2] = Float(budgetUSD > 0 ? max(remainingUSD, 0) / budgetUSD : 0)
+        row[i + 3] = Float(log1p(budgetUSD / (Double(max(horizon, 1)) * priceScaleUSD)))
+        row[i + 4] = Float(log1p(allowance / priceScaleUSD))
+        row[i + 5] = Float(log1p(lambda) / log1p(lambdaMax))
+        i += StateEncoder.scalarCount
+        for m in 0..<modelCount {
+            let ratio = allowance > 0 ? holdsUSD[m] / allowance : 4
+            row[i + 2 * m] = Float(min(ratio, 4) / 4)
+            row[i + 2 * m + 1] = feasible & (1 << m) != 0 ? 1 : 0
+        }
+        i += 2 * modelCount
+        row[i + (previous ?? modelCount)] = 1
+    }
+}
+
+/// A feasible-action mask as bits (model m feasible when bit m is set); pools of up to 32.
+public func feasibleMask(_ feasible: [Bool]) -> UInt32 {
+    var mask: UInt32 = 0
+    for (m, f) in feasible.enumerated() where f { mask |= 1 << m }
+    return mask
+}
