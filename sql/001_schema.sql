@@ -62,7 +62,10 @@ CREATE TABLE decisions (
     hold            bigint NOT NULL DEFAULT 0 CHECK (hold >= 0),
     status          text NOT NULL CHECK (status IN ('held', 'reported', 'expired', 'released', 'bankrupt')),
     cost            bigint CHECK (cost >= 0),
+    -- The latest quality known: from REPORT, or from a later FEEDBACK.
     quality         double precision CHECK (quality >= 0 AND quality <= 1),
+    -- The quality the REPORT itself carried, so that a repeat is recognised after FEEDBACK.
+    reported_quality double precision,
     in_tokens       integer,
     out_tokens      integer,
     reported_at     timestamptz,

@@ -45,6 +45,8 @@ SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bi
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     rounds  integer;
+    -- The kinds of operation present in the round: statements for absent kinds are skipped.
+    kinds   text[];
     this_round integer;
 BEGIN
     -- The batch, decoded once into a temporary table that lives as long as the connection.
@@ -88,22 +90,25 @@ BEGIN
 
     SELECT max(b.rnd) INTO rounds FROM seqroute_batch b;
     FOR this_round IN 1..coalesce(rounds, 0) LOOP
+        SELECT array_agg(DISTINCT b.k) INTO kinds FROM seqroute_batch b WHERE b.rnd = this_round;
 
         -- OPEN
-        WITH made AS (
-            INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
-            SELECT b.s, b.a, b.u, b.b, b.h, b.l
-              FROM seqroute_batch b JOIN accounts a ON a.id = b.a
-             WHERE b.rnd = this_round AND b.k = 'open'
-            ON CONFLICT (id) DO NOTHING
-            RETURNING id)
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, CASE WHEN made.id IS NOT NULL THEN 'ok'
-                                   WHEN a.id IS NULL THEN 'unknown_account' ELSE 'exists' END,
-                         NULL, b.b, 0, 0, NULL, b.h, b.l, 'open', false, NULL, NULL, NULL)::seqroute_result,
-               account = b.a
-          FROM seqroute_batch b2 LEFT JOIN made ON made.id = b2.s LEFT JOIN accounts a ON a.id = b2.a
-         WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'open';
+        IF 'open' = ANY (kinds) THEN
+            WITH made AS (
+                INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
+                SELECT b.s, b.a, b.u, b.b, b.h, b.l
+                  FROM seqroute_batch b JOIN accounts a ON a.id = b.a
+                 WHERE b.rnd = this_round AND b.k = 'open'
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id)
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, CASE WHEN made.id IS NOT NULL THEN 'ok'
+                                       WHEN a.id IS NULL THEN 'unknown_account' ELSE 'exists' END,
+                             NULL, b.b, 0, 0, NULL, b.h, b.l, 'open', false, NULL, NULL, NULL)::seqroute_result,
+                   account = b.a
+              FROM seqroute_batch b2 LEFT JOIN made ON made.id = b2.s LEFT JOIN accounts a ON a.id = b2.a
+             WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'open';
+        END IF;
 
         -- Everything else needs its session; note its account.
         UPDATE seqroute_batch b SET account = se.account_id
@@ -114,175 +119,186 @@ BEGIN
          WHERE b.rnd = this_round AND b.k <> 'open' AND b.account IS NULL;
 
         -- STATUS
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, se.held, NULL, se.horizon, se.lambda, se.state,
-                         se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
-          FROM sessions se
-         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'status';
+        IF 'status' = ANY (kinds) THEN
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, se.held, NULL, se.horizon, se.lambda, se.state,
+                             se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
+              FROM sessions se
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'status';
+        END IF;
 
         -- FEEDBACK: quality that arrives after the report.
-        WITH fed AS (
-            UPDATE decisions d SET quality = b.q
-              FROM seqroute_batch b
-             WHERE b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL
-               AND d.session_id = b.s AND d.turn = b.t AND d.status <> 'bankrupt'
-            RETURNING b.n)
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, CASE WHEN fed.n IS NULL THEN 'unknown_turn' ELSE 'ok' END, NULL, NULL, NULL, NULL,
-                         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::seqroute_result
-          FROM seqroute_batch b2 LEFT JOIN fed ON fed.n = b2.n
-         WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL;
+        IF 'feedback' = ANY (kinds) THEN
+            WITH fed AS (
+                UPDATE decisions d SET quality = b.q
+                  FROM seqroute_batch b
+                 WHERE b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL
+                   AND d.session_id = b.s AND d.turn = b.t AND d.status <> 'bankrupt'
+                RETURNING b.n)
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, CASE WHEN fed.n IS NULL THEN 'unknown_turn' ELSE 'ok' END, NULL, NULL, NULL, NULL,
+                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::seqroute_result
+              FROM seqroute_batch b2 LEFT JOIN fed ON fed.n = b2.n
+             WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL;
+        END IF;
 
         -- REPORT. A held turn: capture up to the hold, release the rest, record any excess as
         -- an overrun. A released turn (the session was closed first): nothing is held any more,
         -- so the whole cost is an overrun; the ledger tells the truth about spend.
-        UPDATE seqroute_batch b SET dstatus = d.status, dhold = d.hold
-          FROM decisions d
-         WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND d.session_id = b.s AND d.turn = b.t;
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n,
-                         CASE WHEN b.dstatus IS NULL OR b.dstatus = 'bankrupt' THEN 'unknown_turn'
-                              WHEN b.dstatus = 'expired' THEN 'expired'
-                              WHEN d.cost = b.c AND d.quality IS NOT DISTINCT FROM b.q THEN 'ok'
-                              ELSE 'conflict' END,
-                         b.t, NULL, se.spent, se.held, d.hold, NULL, NULL, NULL, NULL,
-                         d.report_spent, d.report_remaining, NULL)::seqroute_result
-          FROM sessions se, decisions d
-         WHERE se.id = b.s AND d.session_id = b.s AND d.turn = b.t
-           AND b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL
-           AND (b.dstatus IS DISTINCT FROM 'held' AND b.dstatus IS DISTINCT FROM 'released');
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, 'unknown_turn', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                         NULL)::seqroute_result
-         WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND b.dstatus IS NULL;
+        IF 'report' = ANY (kinds) THEN
+            UPDATE seqroute_batch b SET dstatus = d.status, dhold = d.hold
+              FROM decisions d
+             WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND d.session_id = b.s AND d.turn = b.t;
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n,
+                             CASE WHEN b.dstatus IS NULL OR b.dstatus = 'bankrupt' THEN 'unknown_turn'
+                                  WHEN b.dstatus = 'expired' THEN 'expired'
+                                  WHEN d.cost = b.c AND d.reported_quality IS NOT DISTINCT FROM b.q THEN 'ok'
+                                  ELSE 'conflict' END,
+                             b.t, NULL, se.spent, se.held, d.hold, NULL, NULL, NULL, NULL,
+                             d.report_spent, d.report_remaining, NULL)::seqroute_result
+              FROM sessions se, decisions d
+             WHERE se.id = b.s AND d.session_id = b.s AND d.turn = b.t
+               AND b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL
+               AND (b.dstatus IS DISTINCT FROM 'held' AND b.dstatus IS DISTINCT FROM 'released');
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, 'unknown_turn', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                             NULL)::seqroute_result
+             WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND b.dstatus IS NULL;
 
-        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-        SELECT e.kind, b.account, b.s, b.t, e.amount
-          FROM seqroute_batch b
-         CROSS JOIN LATERAL (VALUES
-                ('capture', CASE WHEN b.dstatus = 'held' THEN least(b.c, b.dhold) ELSE 0 END),
-                ('release', CASE WHEN b.dstatus = 'held' THEN b.dhold - b.c ELSE 0 END),
-                ('overrun', CASE WHEN b.dstatus = 'held' THEN b.c - b.dhold ELSE b.c END)) AS e (kind, amount)
-         WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released') AND e.amount > 0
-         ORDER BY b.n;
-        WITH moved AS (
-            UPDATE sessions se
-               SET spent = se.spent + b.c,
-                   held = se.held - CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END
+            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+            SELECT e.kind, b.account, b.s, b.t, e.amount
               FROM seqroute_batch b
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-            RETURNING b.n, se.budget, se.spent, se.held)
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, 'ok', b.t, moved.budget, moved.spent, moved.held, b.dhold, NULL, NULL, NULL, NULL,
-                         moved.spent, moved.budget - moved.spent - moved.held, NULL)::seqroute_result
-          FROM moved WHERE moved.n = b.n;
-        UPDATE decisions d
-           SET status = 'reported', cost = b.c, quality = b.q, in_tokens = b.i, out_tokens = b.o,
-               reported_at = now(), report_spent = (b.res).answer_spent,
-               report_remaining = (b.res).answer_remaining
-          FROM seqroute_batch b
-         WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-           AND d.session_id = b.s AND d.turn = b.t;
-        UPDATE accounts a
-           SET spent = a.spent + x.spent, held = a.held - x.released, updated_at = now()
-          FROM (SELECT b.account, sum(b.c) AS spent,
-                       sum(CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END) AS released
+             CROSS JOIN LATERAL (VALUES
+                    ('capture', CASE WHEN b.dstatus = 'held' THEN least(b.c, b.dhold) ELSE 0 END),
+                    ('release', CASE WHEN b.dstatus = 'held' THEN b.dhold - b.c ELSE 0 END),
+                    ('overrun', CASE WHEN b.dstatus = 'held' THEN b.c - b.dhold ELSE b.c END)) AS e (kind, amount)
+             WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released') AND e.amount > 0
+             ORDER BY b.n;
+            WITH moved AS (
+                UPDATE sessions se
+                   SET spent = se.spent + b.c,
+                       held = se.held - CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END
                   FROM seqroute_batch b
-                 WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-                 GROUP BY b.account) x
-         WHERE a.id = x.account;
+                 WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+                RETURNING b.n, se.budget, se.spent, se.held)
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, 'ok', b.t, moved.budget, moved.spent, moved.held, b.dhold, NULL, NULL, NULL, NULL,
+                             moved.spent, moved.budget - moved.spent - moved.held, NULL)::seqroute_result
+              FROM moved WHERE moved.n = b.n;
+            UPDATE decisions d
+               SET status = 'reported', cost = b.c, quality = coalesce(b.q, d.quality), reported_quality = b.q,
+                       in_tokens = b.i, out_tokens = b.o,
+                   reported_at = now(), report_spent = (b.res).answer_spent,
+                   report_remaining = (b.res).answer_remaining
+              FROM seqroute_batch b
+             WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+               AND d.session_id = b.s AND d.turn = b.t;
+            UPDATE accounts a
+               SET spent = a.spent + x.spent, held = a.held - x.released, updated_at = now()
+              FROM (SELECT b.account, sum(b.c) AS spent,
+                           sum(CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END) AS released
+                      FROM seqroute_batch b
+                     WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
+                     GROUP BY b.account) x
+             WHERE a.id = x.account;
+        END IF;
 
         -- CLOSE releases the session's open holds; closing twice answers the same.
-        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-        SELECT 'release', b.account, b.s, d.turn, d.hold
-          FROM seqroute_batch b JOIN sessions se ON se.id = b.s
-          JOIN decisions d ON d.session_id = b.s AND d.status = 'held'
-         WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0 AND d.hold > 0
-         ORDER BY b.n, d.turn;
-        UPDATE decisions d SET status = 'released'
-          FROM seqroute_batch b JOIN sessions se ON se.id = b.s
-         WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
-           AND d.session_id = b.s AND d.status = 'held';
-        UPDATE accounts a
-           SET held = a.held - x.released, updated_at = now()
-          FROM (SELECT b.account, sum(se.held) AS released
-                  FROM seqroute_batch b JOIN sessions se ON se.id = b.s
-                 WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
-                 GROUP BY b.account) x
-         WHERE a.id = x.account;
-        UPDATE sessions se
-           SET held = 0, closed_at = now(), state = CASE WHEN se.state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
-          FROM seqroute_batch b
-         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL;
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, 0, NULL, NULL, NULL, se.state, true, NULL,
-                         NULL, NULL)::seqroute_result
-          FROM sessions se
-         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close';
+        IF 'close' = ANY (kinds) THEN
+            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+            SELECT 'release', b.account, b.s, d.turn, d.hold
+              FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+              JOIN decisions d ON d.session_id = b.s AND d.status = 'held'
+             WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0 AND d.hold > 0
+             ORDER BY b.n, d.turn;
+            UPDATE decisions d SET status = 'released'
+              FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+             WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL
+               AND d.session_id = b.s AND d.status = 'held';
+            UPDATE accounts a
+               SET held = a.held - x.released, updated_at = now()
+              FROM (SELECT b.account, sum(se.held) AS released
+                      FROM seqroute_batch b JOIN sessions se ON se.id = b.s
+                     WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
+                     GROUP BY b.account) x
+             WHERE a.id = x.account;
+            UPDATE sessions se
+               SET held = 0, closed_at = now(), state = CASE WHEN se.state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
+              FROM seqroute_batch b
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL;
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, 0, NULL, NULL, NULL, se.state, true, NULL,
+                             NULL, NULL)::seqroute_result
+              FROM sessions se
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close';
+        END IF;
 
         -- ROUTE. A hold is admitted only if it fits the session and the account, counting the
         -- holds admitted before it in this round (cumulative per account, in arrival order).
         -- A route decided on an outdated view (wrong turn, or money moved since) is answered
         -- 'stale' with the current figures, and the daemon decides again. A route without a
         -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
-        WITH r AS (
-            SELECT b.n, b.account, se.closed_at IS NOT NULL AS closed, se.state,
-                   se.turns + 1 = b.t AS turn_ok,
-                   se.spent + se.held + b.hd <= se.budget AS fits_session,
-                   se.spent + se.held + b.mh <= se.budget AND a.spent + a.held + b.mh <= a.cap AS cheapest_fits,
-                   a.spent + a.held AS account_used, a.cap, b.m, b.hd
-              FROM seqroute_batch b JOIN sessions se ON se.id = b.s JOIN accounts a ON a.id = se.account_id
-             WHERE b.rnd = this_round AND b.k = 'route'
-        ), c AS (
-            SELECT r.*,
-                   r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
-              FROM r
-        ), w AS (
-            SELECT c.*,
-                   sum(CASE WHEN c.candidate THEN c.hd ELSE 0 END)
-                       OVER (PARTITION BY c.account ORDER BY c.n) AS cumulative
-              FROM c
-        )
-        UPDATE seqroute_batch b
-           SET dstatus = CASE
-                   WHEN w.closed THEN 'closed'
-                   WHEN NOT w.turn_ok THEN 'stale'
-                   WHEN w.state = 'bankrupt' THEN 'bankrupt'
-                   WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
-                   WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
-                   ELSE 'stale' END
-          FROM w WHERE w.n = b.n;
+        IF 'route' = ANY (kinds) THEN
+            WITH r AS (
+                SELECT b.n, b.account, se.closed_at IS NOT NULL AS closed, se.state,
+                       se.turns + 1 = b.t AS turn_ok,
+                       se.spent + se.held + b.hd <= se.budget AS fits_session,
+                       se.spent + se.held + b.mh <= se.budget AND a.spent + a.held + b.mh <= a.cap AS cheapest_fits,
+                       a.spent + a.held AS account_used, a.cap, b.m, b.hd
+                  FROM seqroute_batch b JOIN sessions se ON se.id = b.s JOIN accounts a ON a.id = se.account_id
+                 WHERE b.rnd = this_round AND b.k = 'route'
+            ), c AS (
+                SELECT r.*,
+                       r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
+                  FROM r
+            ), w AS (
+                SELECT c.*,
+                       sum(CASE WHEN c.candidate THEN c.hd ELSE 0 END)
+                           OVER (PARTITION BY c.account ORDER BY c.n) AS cumulative
+                  FROM c
+            )
+            UPDATE seqroute_batch b
+               SET dstatus = CASE
+                       WHEN w.closed THEN 'closed'
+                       WHEN NOT w.turn_ok THEN 'stale'
+                       WHEN w.state = 'bankrupt' THEN 'bankrupt'
+                       WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
+                       WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
+                       ELSE 'stale' END
+              FROM w WHERE w.n = b.n;
 
-        INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
-                               budget_state, holds, feasible, model, propensity, scores, hold, status)
-        SELECT b.s, b.t, b.pv, b.l, b.pool, b.task, b.pt, b.f, b.bs, b.hs, b.fe,
-               CASE WHEN b.dstatus = 'ok' THEN b.m END, CASE WHEN b.dstatus = 'ok' THEN b.p END,
-               CASE WHEN b.dstatus = 'ok' THEN b.sc END, CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END,
-               CASE WHEN b.dstatus = 'ok' THEN 'held' ELSE 'bankrupt' END
-          FROM seqroute_batch b
-         WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt')
-         ORDER BY b.n;
-        INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-        SELECT 'hold', b.account, b.s, b.t, b.hd
-          FROM seqroute_batch b
-         WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' AND b.hd > 0
-         ORDER BY b.n;
-        UPDATE sessions se
-           SET held = se.held + CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END, turns = b.t,
-               state = CASE WHEN b.dstatus = 'bankrupt' THEN 'bankrupt' ELSE se.state END
-          FROM seqroute_batch b
-         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt');
-        UPDATE accounts a
-           SET held = a.held + x.held, updated_at = now()
-          FROM (SELECT b.account, sum(b.hd) AS held FROM seqroute_batch b
-                 WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' GROUP BY b.account) x
-         WHERE a.id = x.account;
-        UPDATE seqroute_batch b
-           SET res = ROW(b.n, b.dstatus, CASE WHEN b.dstatus IN ('ok', 'bankrupt') THEN b.t ELSE se.turns END,
-                         se.budget, se.spent, se.held, CASE WHEN b.dstatus = 'ok' THEN b.hd END, se.horizon,
-                         se.lambda, se.state, se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
-          FROM sessions se
-         WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.account IS NOT NULL;
+            INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
+                                   budget_state, holds, feasible, model, propensity, scores, hold, status)
+            SELECT b.s, b.t, b.pv, b.l, b.pool, b.task, b.pt, b.f, b.bs, b.hs, b.fe,
+                   CASE WHEN b.dstatus = 'ok' THEN b.m END, CASE WHEN b.dstatus = 'ok' THEN b.p END,
+                   CASE WHEN b.dstatus = 'ok' THEN b.sc END, CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END,
+                   CASE WHEN b.dstatus = 'ok' THEN 'held' ELSE 'bankrupt' END
+              FROM seqroute_batch b
+             WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt')
+             ORDER BY b.n;
+            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+            SELECT 'hold', b.account, b.s, b.t, b.hd
+              FROM seqroute_batch b
+             WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' AND b.hd > 0
+             ORDER BY b.n;
+            UPDATE sessions se
+               SET held = se.held + CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END, turns = b.t,
+                   state = CASE WHEN b.dstatus = 'bankrupt' THEN 'bankrupt' ELSE se.state END
+              FROM seqroute_batch b
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt');
+            UPDATE accounts a
+               SET held = a.held + x.held, updated_at = now()
+              FROM (SELECT b.account, sum(b.hd) AS held FROM seqroute_batch b
+                     WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' GROUP BY b.account) x
+             WHERE a.id = x.account;
+            UPDATE seqroute_batch b
+               SET res = ROW(b.n, b.dstatus, CASE WHEN b.dstatus IN ('ok', 'bankrupt') THEN b.t ELSE se.turns END,
+                             se.budget, se.spent, se.held, CASE WHEN b.dstatus = 'ok' THEN b.hd END, se.horizon,
+                             se.lambda, se.state, se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
+              FROM sessions se
+             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.account IS NOT NULL;
+        END IF;
     END LOOP;
 
     RETURN QUERY

@@ -2,10 +2,8 @@
 -- seqroute_auditor.
 
 -- Money rule 4. spent = captures + expiries + overruns; held = holds - captures - releases -
--- expiries, for every session, every account and every decision; no entry without its
--- session; no open hold beyond a budget (overruns may push spent past a budget: the ledger
--- records true spend, but no hold is admitted past it). Returns no rows when the ledger
--- reconciles.
+-- expiries, for every session, every account and every decision; and no entry without its
+-- session. Returns no rows when the ledger reconciles.
 CREATE VIEW reconciliation AS
 WITH per_session AS (
     SELECT session_id,
@@ -41,15 +39,7 @@ SELECT 'decision', d.session_id || '#' || d.turn, NULL, NULL,
 UNION ALL
 SELECT 'orphan', e.session_id || '#' || e.turn, NULL, e.amount, NULL, NULL
   FROM ledger_entries e LEFT JOIN sessions s ON s.id = e.session_id AND s.account_id = e.account_id
- WHERE s.id IS NULL
-UNION ALL
-SELECT 'overspend', s.id, s.spent + s.held, NULL, s.budget, NULL
-  FROM sessions s
- WHERE s.held > 0 AND s.spent + s.held > s.budget
-UNION ALL
-SELECT 'overspend', 'account:' || a.id, a.spent + a.held, NULL, a.cap, NULL
-  FROM accounts a
- WHERE a.held > 0 AND a.spent + a.held > a.cap;
+ WHERE s.id IS NULL;
 
 -- Spend by day, account, user and model (captures, expiries and overruns).
 CREATE VIEW audit_spend_daily AS

@@ -24,9 +24,13 @@ public struct ModelSpec: Sendable, Equatable {
 
     /// The upper cost estimate of one call: prompt tokens at the input price plus the model's
     /// maximum output at the output price, rounded up to a whole micro-unit.
+    /// Saturates at `Limits.maxMoney` rather than overflow (a hold that large fits no budget).
     public func hold(promptTokens: Int) -> Int64 {
-        let numerator = inputPrice * Int64(promptTokens) + outputPrice * Int64(maxOutputTokens)
-        return (numerator + 999_999) / 1_000_000
+        let a = inputPrice.multipliedReportingOverflow(by: Int64(promptTokens))
+        let b = outputPrice.multipliedReportingOverflow(by: Int64(maxOutputTokens))
+        let sum = a.partialValue.addingReportingOverflow(b.partialValue)
+        guard !a.overflow, !b.overflow, !sum.overflow else { return Limits.maxMoney }
+        return min((sum.partialValue / 1_000_000) + (sum.partialValue % 1_000_000 == 0 ? 0 : 1), Limits.maxMoney)
     }
 
     public func priorQuality(task: String?) -> Double {

@@ -13,7 +13,7 @@ public struct BenchConfiguration: Sendable {
     /// Training sessions held out to choose knobs (never test sessions).
     public var validationSessions = 500
     public var rhos = BudgetLevels.rhos
-    public var lambdas: [Double] = [0, 0.1, 0.3, 0.6, 1, 1.5, 2.5, 4, 6, 10, 15, 25, 50]
+    public var lambdas: [Double] = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1, 1.5, 2.5, 4, 6, 10, 25, 50]
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -46,17 +46,37 @@ public struct BenchResult: Sendable, Codable, Equatable {
     public var unserved: Double
     public var over_budget: Double
     public var violations: Int
+
+    enum CodingKeys: String, CodingKey {
+        case policy, rho, knob, quality, cost, bankruptcy_rate, unserved, over_budget, violations
+    }
+
+    /// Written by hand so that a policy without a knob says `"knob": null` rather than nothing.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(policy, forKey: .policy)
+        try c.encode(rho, forKey: .rho)
+        try c.encode(knob, forKey: .knob)
+        try c.encode(quality, forKey: .quality)
+        try c.encode(cost, forKey: .cost)
+        try c.encode(bankruptcy_rate, forKey: .bankruptcy_rate)
+        try c.encode(unserved, forKey: .unserved)
+        try c.encode(over_budget, forKey: .over_budget)
+        try c.encode(violations, forKey: .violations)
+    }
 }
 
 public struct LevelSummary: Sendable, Codable {
     public var rho: Double
-    /// The λ chosen on validation (training) sessions to match pacing's quality at least cost.
+    /// The λ chosen on validation sessions (drawn from training queries) that reaches pacing's
+    /// validation quality at the least validation cost; its test figures follow.
     public var matched_lambda: Double?
     public var seqroute_quality: Double?
     public var seqroute_cost: Double?
     public var pacing_quality: Double
     public var pacing_cost: Double
-    /// 1 − cost(SeqRoute)/cost(baseline) at equal or better quality, from the frontier (test).
+    /// Frontier comparisons on test sessions (every λ of the sweep against one baseline point):
+    /// 1 − cost(cheapest λ point of equal or better quality)/cost(baseline).
     public var cost_reduction_vs_strongest: Double?
     public var best_baseline: String
     public var cost_reduction_vs_best_baseline: Double?
@@ -85,6 +105,12 @@ public enum Bench {
         openblas_set_num_threads(1)
         guard train.models == test.models else {
             throw SimulationError(description: "training models \(train.models) differ from test models \(test.models)")
+        }
+        guard train.models.count <= 32 else {
+            throw SimulationError(description: "pools of more than 32 models are not supported (feasibility masks are 32 bits)")
+        }
+        guard c.cql.steps >= 1, c.bcSteps >= 1, c.trainSessions >= 1, c.testSessionsPerLevel >= 1 else {
+            throw SimulationError(description: "steps and session counts must be at least 1")
         }
         var figures: [String: Double] = [:]
         var notes: [String] = []
@@ -137,6 +163,9 @@ public enum Bench {
             _ = HindsightBudgetRelabeling.replay(s, budgetUSD: s.budgetUSD, lambda: lambda) { original.append($0) }
         }
         figures["logged_transitions"] = Double(original.count)
+        guard !buffer.isEmpty, !original.isEmpty else {
+            throw SimulationError(description: "the behaviour policy logged no transition to learn from")
+        }
 
         // 3. Training.
         progress("CQL with HBR: \(c.cql.steps) steps on \(buffer.count) transitions")
@@ -228,13 +257,15 @@ public enum Bench {
             let budgets = levels.budgetsUSD(for: validation, rho: rho)
             let pacingQ = trainSim.run(PacingHeuristic(knob: 1, stats: stats), sessions: validation,
                                        budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
-            var bestLambda: Double?
+            var best: (lambda: Double, cost: Double)?
             for l in c.lambdas {
-                let q = trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l),
-                                     sessions: validation, budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
-                if q >= pacingQ { bestLambda = max(bestLambda ?? l, l) }
+                let m = trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l),
+                                     sessions: validation, budgetsUSD: budgets, seed: c.seed &+ 6).metrics
+                if m.meanTurnQuality >= pacingQ && m.meanSessionCostUSD < (best?.cost ?? .infinity) {
+                    best = (l, m.meanSessionCostUSD)
+                }
             }
-            matched[rho] = bestLambda
+            matched[rho] = best?.lambda
         }
 
         // Decision latency: features to chosen model, one state at a time.
@@ -268,7 +299,10 @@ public enum Bench {
         func cheapestReaching(_ q: Double) -> BenchResult? {
             sr.filter { $0.quality >= q }.min { $0.cost < $1.cost }
         }
-        func reduction(vs b: BenchResult) -> Double? { cheapestReaching(b.quality).map { 1 - $0.cost / b.cost } }
+        func reduction(vs b: BenchResult) -> Double? {
+            guard b.cost > 0 else { return nil }
+            return cheapestReaching(b.quality).map { 1 - $0.cost / b.cost }
+        }
         let undominated = baselines.filter { b in !sr.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
         let matchedPoint = matched.flatMap { l in sr.first { $0.knob == l } }
         let srBest = sr.map(\.quality).max() ?? 0

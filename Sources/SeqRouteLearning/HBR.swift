@@ -33,7 +33,7 @@ public struct Transition: Sendable, Equatable {
 
 public struct HBRConfiguration: Sendable {
     /// Budgets drawn log-uniformly per logged session.
-    public var logUniformBudgets = 18
+    public var logUniformBudgets = 42
     /// Also one budget placed at each stage where a bankruptcy can happen.
     public var bankruptcyBudgets = true
     /// λ range of the relabelled copies: 0 with probability `zeroLambdaShare`, else
@@ -114,13 +114,15 @@ public enum HindsightBudgetRelabeling {
             out.append(exp(log(lo) + random.unit() * (log(hi) - log(lo))))
         }
         if c.bankruptcyBudgets && s.turns.count > 1 {
-            // Stage t: the logged action of turn t-1 fits (B′ ≥ low) and, after its cost,
-            // not even the cheapest model fits turn t (B′ < high).
+            // Stage t: every logged action up to turn t-1 fits (B′ ≥ low, the largest of
+            // spend-before-s + hold-at-s over s < t) and, after turn t-1's cost, not even the
+            // cheapest model fits turn t (B′ < high).
             let turns = Array(served)
             var spentBefore = 0.0
+            var low = 0.0
             for t in 1..<s.turns.count where t <= turns.count {
                 let prev = turns[t - 1]
-                let low = spentBefore + prev.holdUSD
+                low = max(low, spentBefore + prev.holdUSD)
                 let high = spentBefore + prev.costUSD + (s.turns[t].holdsUSD.min() ?? 0)
                 if high > low { out.append(low + random.unit() * (high - low) * 0.999) }
                 spentBefore += prev.costUSD

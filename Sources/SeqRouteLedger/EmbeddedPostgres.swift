@@ -32,14 +32,16 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         try fm.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
         try fm.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         if let runAs { try run("/bin/chown", ["-R", "\(runAs):\(runAs)", directory]) }
+        // Trust authentication is safe only because nobody else can reach the socket.
         chmod(dataDirectory, 0o700)
+        chmod(socketDirectory, 0o700)
         if !fm.fileExists(atPath: dataDirectory + "/PG_VERSION") {
             log("<6>initialising a private PostgreSQL cluster in \(dataDirectory)")
             try run(binDirectory + "/initdb", ["-D", dataDirectory, "-U", "seqroute", "-A", "trust",
                                                 "-E", "UTF8", "--no-sync"], asOwner: true)
         }
         if (try? run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "status"], asOwner: true)) == nil {
-            let options = "-c listen_addresses='' -k \(socketDirectory) -c max_connections=200"
+            let options = "-c listen_addresses='' -k \(socketDirectory) -c unix_socket_permissions=0700 -c jit=off -c max_connections=200"
             try run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", directory + "/postgres.log", "-w",
                                                "-t", "60", "-o", options, "start"], asOwner: true)
             startedHere = true

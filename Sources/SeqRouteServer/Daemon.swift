@@ -6,8 +6,11 @@ import SeqRouteCore
 import SeqRouteLedger
 
 /// Logs go to stderr with journald priority prefixes (<3> error ... <7> debug).
+/// One record per line: a message's own line breaks (libpq's have some) become spaces.
 public func logLine(_ s: String) {
-    FileHandle.standardError.write(Data((s + "\n").utf8))
+    let flat = s.split(whereSeparator: { $0.isNewline }).map { $0.trimmingCharacters(in: .whitespaces) }
+        .joined(separator: " ")
+    FileHandle.standardError.write(Data((flat + "\n").utf8))
 }
 
 public struct DaemonOptions: Sendable {
@@ -86,8 +89,12 @@ public enum Daemon {
 
         let reloader: @Sendable () throws -> ActiveSetup = {
             let next = try options.loadConfiguration()
-            guard next.pool == config.pool else {
-                throw ConfigError(key: "models", "the model pool changed; a new pool needs a restart")
+            // Decisions record the pool and the feature vectors; neither may change under them.
+            guard next.pool.identity == config.pool.identity else {
+                throw ConfigError(key: "models", "the model pool (names or prices) changed; a new pool needs a restart")
+            }
+            guard next.featureDimension == config.featureDimension else {
+                throw ConfigError(key: "routing.feature_dimension", "changed; a new feature dimension needs a restart")
             }
             return ActiveSetup(configuration: next)
         }
@@ -103,7 +110,7 @@ public enum Daemon {
 
         let done = DispatchSemaphore(value: 0)
         let signals = DispatchQueue(label: "seqroute-signals")
-        var sources: [DispatchSourceSignal] = []
+        var sources: [DispatchSourceProtocol] = []
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: signals)
@@ -123,6 +130,18 @@ public enum Daemon {
         }
         hup.resume()
         sources.append(hup)
+
+        // WatchdogSec=: systemd sets WATCHDOG_USEC; ping at half that interval. A ledger outage
+        // does not stop the pings: the daemon reconnects by itself, a restart would not help.
+        let env = ProcessInfo.processInfo.environment
+        let forUs = env["WATCHDOG_PID"].map { $0 == String(getpid()) } ?? true
+        if forUs, let usec = env["WATCHDOG_USEC"].flatMap({ UInt64($0) }), usec > 0 {
+            let timer = DispatchSource.makeTimerSource(queue: signals)
+            timer.schedule(deadline: .now(), repeating: .microseconds(Int(usec / 2)))
+            timer.setEventHandler { SystemdNotifier.notify("WATCHDOG=1") }
+            timer.resume()
+            sources.append(timer)
+        }
 
         done.wait()
         logLine("<6>shutting down: finishing in-flight requests")

@@ -46,6 +46,9 @@ public final class LineClient {
 
     public func send(_ line: String) throws { try send(raw: Array((line + "\n").utf8)) }
 
+    /// Closes the writing side only; answers can still be read.
+    public func finishWriting() { shutdown(fd, Int32(SHUT_WR)) }
+
     /// Reads one answer line; nil when the server closed the connection.
     public func readLine() throws -> String? {
         while true {

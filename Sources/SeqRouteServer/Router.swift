@@ -154,8 +154,11 @@ public final class Router: @unchecked Sendable {
         let holds = pool.holds(promptTokens: tokens)
         let minHold = holds.min() ?? 0
 
-        guard var view = await view(of: r.session) else {
-            return ProtocolError("unknown_session", "no session \(LineProtocol.percentEncoded(r.session))").line
+        var view: SessionView
+        switch await self.view(of: r.session) {
+        case .failure(let f): return failureLine(f)
+        case .success(nil): return ProtocolError("unknown_session", "no session \(LineProtocol.percentEncoded(r.session))").line
+        case .success(let v?): view = v
         }
         for _ in 0..<64 {
             if view.closed { return ProtocolError("closed", "session is closed").line }
@@ -291,13 +294,17 @@ public final class Router: @unchecked Sendable {
         }
     }
 
-    private func view(of session: String) async -> SessionView? {
-        let cached = lock.withLock { sessions[session] }
-        if let cached { return cached }
-        guard case .success(let r) = await committer.submit(.status(session: session)), r.status == "ok" else { return nil }
-        let v = SessionView(statusOf: r)
-        remember(session, v)
-        return v
+    /// The session as the daemon last saw it, else as the ledger has it; nil when it does not exist.
+    private func view(of session: String) async -> Result<SessionView?, LedgerFailure> {
+        if let cached = lock.withLock({ sessions[session] }) { return .success(cached) }
+        switch await committer.submit(.status(session: session)) {
+        case .failure(let f): return .failure(f)
+        case .success(let r):
+            guard r.status == "ok" else { return .success(nil) }
+            let v = SessionView(statusOf: r)
+            remember(session, v)
+            return .success(v)
+        }
     }
 
     private func remember(_ session: String, _ v: SessionView) {

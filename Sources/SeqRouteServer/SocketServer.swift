@@ -64,7 +64,9 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private let router: Router
     private let registry: ConnectionRegistry
     private let maxLineBytes: Int
-    private var pending: [ByteBuffer] = []
+    /// Lines received and not yet answered; a `.tooLong` is answered in its turn, then the
+    /// connection closes.
+    private var pending: [LineEvent] = []
     private var next = 0
     private var busy = false
     private var draining = false
@@ -93,23 +95,24 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .line(let line):
-            guard !draining else { return }
-            pending.append(line)
-            if pending.count - next >= maxPending && !readingPaused {
-                readingPaused = true
-                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-            }
-            if !busy { runNext() }
-        case .tooLong:
-            draining = true
-            pending.removeAll()
-            next = 0
-            var buffer = context.channel.allocator.buffer(capacity: 80)
-            buffer.writeString(ProtocolError("too_long", "line longer than \(maxLineBytes) bytes; closing").line + "\n")
-            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        guard !draining else { return }
+        let event = unwrapInboundIn(data)
+        pending.append(event)
+        if case .tooLong = event { draining = true }
+        if pending.count - next >= maxPending && !readingPaused {
+            readingPaused = true
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
+        if !busy { runNext() }
+    }
+
+    /// The client closed its writing side: answer what it sent, then close.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            drain()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -136,8 +139,14 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         busy = true
-        let line = pending[next]
+        let event = pending[next]
         next += 1
+        guard case .line(let line) = event else {
+            var buffer = context.channel.allocator.buffer(capacity: 80)
+            buffer.writeString(ProtocolError("too_long", "line longer than \(maxLineBytes) bytes; closing").line + "\n")
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
         let bytes = Array(line.readableBytesView)
         let loop = context.eventLoop
         let router = self.router
@@ -195,6 +204,7 @@ public final class SocketServer: @unchecked Sendable {
         listener = try ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .childChannelOption(ChannelOptions.autoRead, value: true)
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))

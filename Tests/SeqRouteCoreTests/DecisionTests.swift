@@ -109,3 +109,11 @@ private let pool = ModelPool(models: [
         #expect(abs(Double(counts[1]) / 30_000 - 0.1) < 0.01)
     }
 }
+
+@Suite struct HoldLimitTests {
+    @Test func hugePricesSaturateInsteadOfOverflowing() {
+        let m = ModelSpec(name: "x", inputPrice: Limits.maxMoney, outputPrice: 1, maxOutputTokens: 1)
+        #expect(m.hold(promptTokens: Limits.maxTokens) == Limits.maxMoney)
+        #expect(m.hold(promptTokens: 0) == 1)
+    }
+}

@@ -149,6 +149,53 @@ import Testing
         #expect(try c.readLine() == "OK spent=5 turns=5")
     }
 
+    /// A client that sends its lines and closes its writing side (as `printf ... | socat` does)
+    /// still gets every answer, and what it asked for is committed.
+    @Test func halfClosedClientGetsEveryAnswer() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        try c.send(raw: Array("PING\nOPEN half budget=20000\nROUTE half tokens=30\nREPORT half 1 cost=9\nCLOSE half\n".utf8))
+        c.finishWriting()
+        var answers: [String] = []
+        while let a = try c.readLine() { answers.append(a) }
+        #expect(answers.count == 5 && answers.allSatisfy { $0.hasPrefix("OK") }, "\(answers)")
+        #expect(answers.last == "OK spent=9 turns=1")
+    }
+
+    /// Lines before an over-long one are answered in order; then ERR too_long and the close.
+    @Test func tooLongLineAnswersWhatCameBefore() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        try c.send(raw: Array(("PING\nOPEN tl budget=100\n" + String(repeating: "x", count: 5_000) + "\nPING\n").utf8))
+        #expect(try c.readLine() == "OK pong")
+        #expect(try c.readLine() == "OK session=tl remaining=100")
+        #expect(try c.readLine()?.hasPrefix("ERR too_long ") == true)
+        #expect(try c.readLine() == nil)
+    }
+
+    /// REPORT stays idempotent after a FEEDBACK changed the turn's quality, and a REPORT
+    /// without quality= keeps a FEEDBACK that came first.
+    @Test func reportRepeatsSurviveFeedback() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN fb budget=100000 horizon=3")
+        _ = try c.request("ROUTE fb tokens=10")
+        let first = try c.request("REPORT fb 1 cost=7 quality=0.4")
+        #expect(try c.request("FEEDBACK fb 1 quality=0.9") == "OK")
+        #expect(try c.request("REPORT fb 1 cost=7 quality=0.4") == first)
+        _ = try c.request("ROUTE fb tokens=10")
+        #expect(try c.request("FEEDBACK fb 2 quality=0.6") == "OK")
+        _ = try c.request("REPORT fb 2 cost=3")
+        let db = try PGConnection(dsn: dsn)
+        #expect(try db.query("SELECT quality FROM decisions WHERE session_id = 'fb' ORDER BY turn").map { $0.double(0) } == [0.9, 0.6])
+    }
+
     @Test func accountCommandsAndDefaultAccount() throws {
         let dsn = try TestCluster.freshDatabase()
         let (s1, out1) = try runSeqroute(["account", "set", "acme", "--cap", "5000", "--dsn", dsn])

@@ -192,6 +192,8 @@ import Testing
         #expect(second.hasPrefix("ERR unavailable "), "\(second)")
         #expect(Date().timeIntervalSince(again) < 0.5)
         #expect(try c.request("PING") == "OK pong")
+        // A session this daemon has not seen yet: the ledger cannot say, so `unavailable`.
+        #expect(try c.request("ROUTE never-seen tokens=5").hasPrefix("ERR unavailable "))
 
         try pg.start()
         var recovered = false

@@ -1,0 +1,248 @@
+import Foundation
+import SeqRouteCore
+import Testing
+@testable import SeqRouteLearning
+
+@Suite struct NetworkTests {
+    /// Backpropagation against central finite differences of L = Σ w_ij · out_ij, on a small
+    /// network whose pre-activations stay away from the ReLU kink.
+    @Test func gradientsMatchFiniteDifferences() {
+        var net = MLP(sizes: [5, 7, 6, 3], seed: 42)
+        for l in 0..<net.layers { for i in net.biases[l].indices { net.biases[l][i] = 0.3 } }
+        let batch = 4
+        var random = SplitMix64(seed: 9)
+        let x = (0..<(batch * 5)).map { _ in Float(random.unit() * 2 - 1) }
+        let w = (0..<(batch * 3)).map { _ in Float(random.unit() * 2 - 1) }
+        func loss(_ n: MLP) -> Double {
+            zip(n.outputs(x, batch: batch), w).reduce(0) { $0 + Double($1.0 * $1.1) }
+        }
+        let g = net.backward(values: net.forward(x, batch: batch), outputGradient: w, batch: batch)
+        var checked = 0, worst = 0.0
+        for l in 0..<net.layers {
+            for i in stride(from: 0, to: net.weights[l].count, by: 3) {
+                let eps: Float = 1e-2
+                var plus = net, minus = net
+                plus.weights[l][i] += eps
+                minus.weights[l][i] -= eps
+                let numeric = (loss(plus) - loss(minus)) / Double(2 * eps)
+                let analytic = Double(g.weights[l][i])
+                worst = max(worst, abs(numeric - analytic) / max(1e-2, abs(numeric) + abs(analytic)))
+                checked += 1
+            }
+            for i in net.biases[l].indices {
+                let eps: Float = 1e-2
+                var plus = net, minus = net
+                plus.biases[l][i] += eps
+                minus.biases[l][i] -= eps
+                let numeric = (loss(plus) - loss(minus)) / Double(2 * eps)
+                worst = max(worst, abs(numeric - Double(g.biases[l][i])) / max(1e-2, abs(numeric) + abs(Double(g.biases[l][i]))))
+                checked += 1
+            }
+        }
+        #expect(checked > 30)
+        #expect(worst < 2e-2, "worst relative error \(worst)")
+    }
+
+    @Test func adamFitsALinearMap() {
+        var net = MLP(sizes: [2, 16, 1], seed: 1)
+        var adam = Adam(for: net, learningRate: 1e-2)
+        var random = SplitMix64(seed: 2)
+        var last = Float.infinity
+        for _ in 0..<400 {
+            let x = (0..<64).map { _ in Float(random.unit() * 2 - 1) }
+            let y = (0..<32).map { 2 * x[2 * $0] - x[2 * $0 + 1] }
+            let values = net.forward(x, batch: 32)
+            let out = values.last!
+            let grad = (0..<32).map { (out[$0] - y[$0]) / 32 }
+            last = zip(out, y).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) } / 32
+            adam.apply(net.backward(values: values, outputGradient: grad, batch: 32), to: &net)
+        }
+        #expect(last < 0.01)
+    }
+}
+
+/// A two-turn problem where saving early is right: turn 1 is easy (the cheap model scores 0.9,
+/// the dear one 1.0), turn 2 is hard (cheap 0, dear 1). The budget affords the dear model once
+/// plus the cheap one, but only in that order of holds: dear first leaves too little for it.
+struct ToyMDP {
+    static func record(_ id: String, _ task: String, cheap: Double, dear: Double) -> QueryRecord {
+        QueryRecord(id: id, task: task, text: task == "easy" ? "what is two plus two" : "prove the theorem in full",
+                    models: ["cheap": ModelOutcome(quality: cheap, costUSD: 1), "dear": ModelOutcome(quality: dear, costUSD: 10)])
+    }
+    // Holds are 1.25 × the highest training cost: cheap 1.25, dear 12.5.
+    static let table = try! QueryTable(records: [
+        record("e1", "easy", cheap: 0.9, dear: 1), record("e2", "easy", cheap: 0.9, dear: 1),
+        record("h1", "hard", cheap: 0, dear: 1), record("h2", "hard", cheap: 0, dear: 1),
+    ])
+    static let budget = 14.0
+    static let sessions = (0..<40).map { Session(queries: [$0 % 2, 2 + ($0 / 2) % 2]) }
+    static var simulator: Simulator { try! Simulator(table: table, holds: Holds(training: table)) }
+}
+
+@Suite struct ToyMDPTests {
+    @Test func cqlWithHBRLearnsToSaveAndMyopicDoesNot() throws {
+        let table = ToyMDP.table, holds = Holds(training: table), stats = TrainingStats(training: table)
+        let sim = ToyMDP.simulator
+        let budgets = ToyMDP.sessions.map { _ in ToyMDP.budget }
+        // Logged by a uniformly random policy (all four action sequences appear).
+        let logged = sim.run(RandomHeuristic(), sessions: ToyMDP.sessions, budgetsUSD: budgets, seed: 3, logging: true)
+        var hbr = HBRConfiguration()
+        hbr.logUniformBudgets = 6
+        hbr.zeroLambdaShare = 1  // λ = 0: quality alone
+        var buffer: [Transition] = []
+        let counts = HindsightBudgetRelabeling.expand(logged.logs, configuration: hbr) { buffer.append($0) }
+        #expect(counts.transitions == buffer.count && counts.bankruptcies > 0)
+
+        let featurizer = HashingFeaturizer(dimension: 16)
+        let encoder = StateEncoder(featureDimension: 16, tasks: ["easy", "hard"], modelCount: 2, priceScaleUSD: 10, lambdaMax: 50)
+        let data = QueryData(table: table, holds: holds, encoder: encoder, featurizer: featurizer)
+        var config = CQLConfiguration()
+        config.hidden = [32, 32]
+        config.batch = 64
+        config.steps = 1_500
+        config.learningRate = 3e-3
+        config.tau = 0.02
+        let (net, _) = CQLTrainer(encoder: encoder, scale: RewardScale(priceScaleUSD: 10, cheapRatio: 0.1),
+                                  configuration: config).train(buffer, data: data)
+        let policy = LearnedPolicy(version: "toy", kind: "cql", pool: table.models, featurizer: featurizer.identity,
+                                   encoder: encoder, scale: RewardScale(priceScaleUSD: 10, cheapRatio: 0.1),
+                                   lambdaRange: [0, 50], network: net, training: [:])
+        let learned = sim.run(LearnedSimPolicy(policy: policy, data: data, lambda: 0), sessions: ToyMDP.sessions,
+                              budgetsUSD: budgets, seed: 4).metrics
+        let myopic = sim.run(SingleModelHeuristic.strongest(stats), sessions: ToyMDP.sessions,
+                             budgetsUSD: budgets, seed: 4).metrics
+        // Saving: cheap then dear, (0.9 + 1) / 2 per turn. Myopic: dear then cheap, (1 + 0) / 2.
+        #expect(abs(learned.meanTurnQuality - 0.95) < 1e-9, "learned \(learned.meanTurnQuality)")
+        #expect(abs(myopic.meanTurnQuality - 0.5) < 1e-9)
+        #expect(learned.violations == 0 && learned.bankruptcyRate == 0)
+    }
+}
+
+@Suite struct HBRTests {
+    /// Three turns, each with holds (cheap 1, dear 5), logged actions dear, cheap, dear.
+    func logged() -> LoggedSession {
+        func turn(_ q: Int, _ a: Int, cost: Double, quality: Double) -> LoggedTurn {
+            LoggedTurn(queryIndex: q, action: a, holdUSD: a == 0 ? 1 : 5, costUSD: cost, quality: quality,
+                       propensity: 0.5, holdsUSD: [1, 5], feasible: [true, true])
+        }
+        return LoggedSession(session: Session(queries: [0, 1, 2]), budgetUSD: 20,
+                             turns: [turn(0, 1, cost: 4, quality: 1), turn(1, 0, cost: 0.5, quality: 0.5),
+                                     turn(2, 1, cost: 4, quality: 1)])
+    }
+
+    func replay(_ budget: Double) -> ([Transition], Bool) {
+        var out: [Transition] = []
+        let r = HindsightBudgetRelabeling.replay(logged(), budgetUSD: budget, lambda: 2) { out.append($0) }
+        #expect(r.transitions == out.count)
+        return (out, r.bankrupt)
+    }
+
+    @Test func fullReplayEndsDoneAtTheLastTurn() {
+        let (t, bankrupt) = replay(20)
+        #expect(t.count == 3 && !bankrupt)
+        #expect(t.map(\.turn) == [1, 2, 3] && t.map(\.action) == [1, 0, 1])
+        #expect(t.map(\.done) == [false, false, true] && t.map(\.nextQuery) == [1, 2, -1])
+        #expect(t.map(\.remainingUSD) == [20, 16, 15.5] && t[0].nextRemainingUSD == 16)
+        #expect(t.map(\.previous) == [Transition.none, 1, 0] && t.allSatisfy { $0.lambda == 2 })
+    }
+
+    @Test func bankruptcyIsPlacedWhereTheReplayedBudgetRunsOut() {
+        // B′ = 4.7: turn 1 dear (hold 5) does not fit → nothing emitted at all? It fits cheap,
+        // so the replay stops before turn 1 with no transition.
+        #expect(replay(4.7).0.isEmpty)
+        // B′ = 5.2: turn 1 fits (5 ≤ 5.2), leaves 1.2: turn 2 cheap fits (1 ≤ 1.2), leaves 0.7:
+        // nothing fits turn 3 → turn 2's transition is the bankruptcy, terminal.
+        let (t, bankrupt) = replay(5.2)
+        #expect(bankrupt && t.count == 2)
+        #expect(t[1].done && t[1].bankrupt && !t[0].done && !t[0].bankrupt)
+        // B′ = 9.6: after two turns 5.1 left: dear (5) fits turn 3; all three emitted.
+        #expect(replay(9.6).0.count == 3)
+        // B′ = 8: after two turns 3.5 left: cheap fits, dear does not → turn 2 ends normally,
+        // with turn 3 as its next state, and nothing after it.
+        let (u, b2) = replay(8)
+        #expect(!b2 && u.count == 2 && !u[1].done && u[1].nextQuery == 2 && u[1].nextFeasible == 0b01)
+    }
+
+    @Test func expansionIsDeterministicAndCounted() {
+        let sessions = (0..<20).map { _ in logged() }
+        var c = HBRConfiguration()
+        c.seed = 5
+        var a: [Transition] = [], b: [Transition] = []
+        let ca = HindsightBudgetRelabeling.expand(sessions, configuration: c) { a.append($0) }
+        let cb = HindsightBudgetRelabeling.expand(sessions, configuration: c) { b.append($0) }
+        #expect(a == b && ca == cb && ca.transitions == a.count)
+        #expect(ca.copies >= 20 * (1 + c.logUniformBudgets))
+        c.seed = 6
+        var d: [Transition] = []
+        _ = HindsightBudgetRelabeling.expand(sessions, configuration: c) { d.append($0) }
+        #expect(d != a)
+        // Nothing follows a terminal transition within a copy: each copy's turns count up from 1.
+        var expected = 1
+        for t in a {
+            if t.turn == 1 { expected = 1 }
+            #expect(t.turn == UInt8(expected))
+            expected += 1
+        }
+        #expect(ca.bankruptcies > 0)
+    }
+}
+
+@Suite struct LearnedPolicyTests {
+    /// A briefly trained network on RouterBench never picks an infeasible model, at any level.
+    @Test func neverChoosesAnInfeasibleModel() throws {
+        let bench = try routerBenchSim.get()
+        let featurizer = HashingFeaturizer()
+        let encoder = StateEncoder(featureDimension: 64, tasks: bench.train.tasks, modelCount: bench.train.models.count,
+                                   priceScaleUSD: bench.levels.strongestMeanCostUSD, lambdaMax: 50)
+        let data = QueryData(table: bench.test, holds: bench.holds, encoder: encoder, featurizer: featurizer)
+        // An untrained network scores models arbitrarily: the feasibility mask alone must hold.
+        let policy = LearnedPolicy(version: "t", kind: "cql", pool: bench.train.models, featurizer: featurizer.identity,
+                                   encoder: encoder, scale: RewardScale(priceScaleUSD: 1, cheapRatio: 0.1),
+                                   lambdaRange: [0, 50], network: MLP(sizes: [encoder.width, 16, bench.train.models.count], seed: 3),
+                                   training: [:])
+        let sessions = SessionGenerator().sessions(count: 60, from: bench.test, seed: 8)
+        for rho in [0.0, 0.05, 0.5, 1.0] {
+            let run = bench.simulator.run(LearnedSimPolicy(policy: policy, data: data, lambda: 1), sessions: sessions,
+                                          budgetsUSD: bench.levels.budgetsUSD(for: sessions, rho: rho), seed: 1)
+            #expect(run.metrics.violations == 0)
+        }
+    }
+}
+
+@Suite struct BenchPipelineTests {
+    /// The whole pipeline at a tiny size: outputs exist and bench.json holds every policy name
+    /// of the contract, at every level, with the required fields.
+    @Test func writesResultsForEveryPolicy() throws {
+        let tables = try routerBench.get()
+        var c = BenchConfiguration.quick
+        c.trainSessions = 60
+        c.testSessionsPerLevel = 20
+        c.validationSessions = 20
+        c.rhos = [0.1, 1.0]
+        c.lambdas = [0, 5]
+        c.hbr.logUniformBudgets = 2
+        c.cql.steps = 20
+        c.cql.batch = 32
+        c.bcSteps = 20
+        let (output, policy) = try SeqRouteLearning.Bench.run(train: tables.train, test: tables.test, configuration: c) { _ in }
+        let dir = try makeTempDirectory()
+        try BenchReport.write(output, to: dir)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("bench.json"))) as! [String: Any]
+        let results = json["results"] as! [[String: Any]]
+        let names = Set(results.map { $0["policy"] as! String })
+        for name in ["seqroute", "cql-no-hbr", "bc", "pacing", "threshold", "greedy-reserve", "myopic", "random",
+                     "cheapest", "strongest", "oracle"] + tables.train.models.map({ "model:\($0)" }) {
+            #expect(names.contains(name), "missing \(name)")
+        }
+        for r in results {
+            for key in ["policy", "rho", "quality", "cost", "bankruptcy_rate", "unserved"] { #expect(r[key] != nil) }
+            #expect(r.keys.contains("knob"))
+            #expect((r["violations"] as! Int) == 0)
+        }
+        #expect(Set(results.map { $0["rho"] as! Double }) == [0.1, 1.0])
+        let svg = try String(contentsOf: dir.appendingPathComponent("frontier.svg"), encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("ρ = 0.1"))
+        #expect(try String(contentsOf: dir.appendingPathComponent("bench.md"), encoding: .utf8).contains("| seqroute |"))
+        #expect(policy.pool == tables.train.models && policy.kind == "cql")
+    }
+}
