@@ -28,7 +28,7 @@ let package = Package(
         .target(
             name: "SeqRouteServer",
             dependencies: [
-                "SeqRouteCore", "SeqRouteLedger",
+                "SeqRouteCore", "SeqRouteLedger", "SeqRouteLearning",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "SeqRouteLearningTests", dependencies: ["SeqRouteLearning", "SeqRouteCore"]),
         .testTarget(
             name: "SeqRouteIntegrationTests",
-            dependencies: ["SeqRouteCore", "SeqRouteLedger", "SeqRouteServer"]
+            dependencies: ["SeqRouteCore", "SeqRouteLedger", "SeqRouteServer", "SeqRouteLearning"]
         ),
     ]
 )

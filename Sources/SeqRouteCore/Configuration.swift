@@ -33,6 +33,8 @@ public struct Configuration: Sendable, Equatable {
     public var fallbackModel: String?
     public var seed: UInt64 = 1
     public var featureDimension = 64
+    /// A trained policy (policy.json from `seqroute bench`); none: the cold-start pacing policy.
+    public var policyFile: String?
     // [[models]]
     public var pool = ModelPool(models: [])
 
@@ -70,7 +72,7 @@ public struct Configuration: Sendable, Equatable {
 
         var routing = try Section(doc, "routing", ["default_session_budget", "default_horizon", "lambda",
                                                    "exploration", "default_prompt_tokens", "fallback_model",
-                                                   "seed", "feature_dimension"])
+                                                   "seed", "feature_dimension", "policy_file"])
         c.defaultSessionBudget = try routing.money("default_session_budget") ?? c.defaultSessionBudget
         c.defaultHorizon = try routing.int("default_horizon", 1...Limits.maxHorizon) ?? c.defaultHorizon
         c.lambda = try routing.double("lambda", 0...Limits.maxLambda) ?? c.lambda
@@ -79,6 +81,7 @@ public struct Configuration: Sendable, Equatable {
         c.fallbackModel = try routing.string("fallback_model").flatMap { $0.isEmpty ? nil : $0 }
         c.seed = UInt64(try routing.int("seed", 0...Int.max) ?? Int(c.seed))
         c.featureDimension = try routing.int("feature_dimension", 8...Limits.maxFeatures) ?? c.featureDimension
+        c.policyFile = try routing.string("policy_file").flatMap { $0.isEmpty ? nil : $0 }
 
         guard case .array(let models)? = doc["models"] else {
             throw ConfigError(key: "models", "at least one [[models]] entry is needed")

@@ -18,6 +18,11 @@ public struct BenchConfiguration: Sendable {
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
     public var behaviourExploration = 0.2
+    /// Give the learned policies each query's text features. Off by default: with about 2,000
+    /// training queries the networks learn which model succeeded on each of them and carry
+    /// that to test queries badly (measured; docs/BENCHMARKS.md). The task label, the budget
+    /// state and the holds are always inputs.
+    public var queryFeatures = false
     public var seed: UInt64 = 1
 
     public init() {}
@@ -120,7 +125,8 @@ public enum Bench {
         let levels = BudgetLevels(stats: stats, holds: holds)
         let kappa = levels.strongestMeanCostUSD
         let scale = RewardScale(priceScaleUSD: kappa, cheapRatio: stats.meanCostUSD[stats.cheapestModel] / kappa)
-        let encoder = StateEncoder(featureDimension: featurizer.dimension, tasks: stats.taskCounts.keys.sorted(),
+        let encoder = StateEncoder(featureDimension: c.queryFeatures ? featurizer.dimension : 0,
+                                   tasks: stats.taskCounts.keys.sorted(),
                                    modelCount: train.models.count, priceScaleUSD: kappa, lambdaMax: c.hbr.lambdaMax)
         let trainData = QueryData(table: train, holds: holds, encoder: encoder, featurizer: featurizer)
         let testData = QueryData(table: test, holds: holds, encoder: encoder, featurizer: featurizer)

@@ -18,6 +18,19 @@ public struct LearnedPolicy: Sendable, Codable {
     public var network: MLP
     public var training: [String: Double]
 
+    public init(version: String, kind: String, pool: [String], featurizer: String, encoder: StateEncoder,
+                scale: RewardScale, lambdaRange: [Double], network: MLP, training: [String: Double]) {
+        self.version = version
+        self.kind = kind
+        self.pool = pool
+        self.featurizer = featurizer
+        self.encoder = encoder
+        self.scale = scale
+        self.lambdaRange = lambdaRange
+        self.network = network
+        self.training = training
+    }
+
     /// Scores of every model for one state.
     public func scores(features: ArraySlice<Float>, taskIndex: Int?, turn: Int, horizon: Int, budgetUSD: Double,
                        remainingUSD: Double, holdsUSD: [Double], feasible: UInt32, previous: Int?,

@@ -96,9 +96,15 @@ public enum Daemon {
             guard next.featureDimension == config.featureDimension else {
                 throw ConfigError(key: "routing.feature_dimension", "changed; a new feature dimension needs a restart")
             }
-            return ActiveSetup(configuration: next)
+            return try ActiveSetup(configuration: next)
         }
-        let router = Router(setup: ActiveSetup(configuration: config), committer: committer, reloader: reloader)
+        let setup: ActiveSetup
+        do { setup = try ActiveSetup(configuration: config) } catch {
+            logLine("<3>cannot load the policy: \(error)")
+            committer.stop()
+            return 78
+        }
+        let router = Router(setup: setup, committer: committer, reloader: reloader)
         let server = SocketServer(router: router, path: config.socketPath)
         do { try server.start(mode: config.socketMode, maxLineBytes: config.maxLineBytes) } catch {
             logLine("<3>cannot listen on \(config.socketPath): \(error)")

@@ -4,6 +4,7 @@
 import Foundation
 import Histogram
 import SeqRouteCore
+import SeqRouteLearning
 import SeqRouteLedger
 
 /// What the daemon knows of a session between requests. The ledger stays the authority: a
@@ -45,12 +46,19 @@ public struct ActiveSetup: Sendable {
     /// The pool's identity, computed once: every decision row records it.
     public var poolID: String
 
-    public init(configuration: Configuration) {
+    /// Loads the configured policy file, if any; a file that does not fit is refused.
+    public init(configuration: Configuration) throws {
         self.configuration = configuration
-        self.policy = PacingPolicy(pool: configuration.pool, defaultHorizon: configuration.defaultHorizon,
-                                   exploration: configuration.exploration)
         self.featurizer = HashingFeaturizer(dimension: configuration.featureDimension)
         self.poolID = configuration.pool.identity
+        if let path = configuration.policyFile {
+            let learned = try LearnedPolicy.load(path: path, pool: configuration.pool, featurizer: featurizer)
+            self.policy = LearnedRoutingPolicy(learned: learned, exploration: configuration.exploration,
+                                               defaultHorizon: configuration.defaultHorizon)
+        } else {
+            self.policy = PacingPolicy(pool: configuration.pool, defaultHorizon: configuration.defaultHorizon,
+                                       exploration: configuration.exploration)
+        }
     }
 }
 

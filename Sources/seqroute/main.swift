@@ -196,10 +196,17 @@ struct Bench: ParsableCommand {
     @Flag(help: "A small run (about a minute) for tests and demos.") var quick = false
     @Option(help: "CQL gradient steps (default 60000, quick 3000).") var steps: Int?
     @Option(help: "Seed.") var seed: UInt64 = 1
+    @Flag(help: "Also give the learned policies each query's text features (off: task label and budget state only).")
+    var queryFeatures = false
+
+    func validate() throws {
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+    }
 
     func run() throws {
         var c = quick ? BenchConfiguration.quick : BenchConfiguration()
         if let steps { c.cql.steps = steps }
+        c.queryFeatures = queryFeatures
         c.seed = seed
         let started = Date()
         let log: @Sendable (String) -> Void = { line in

@@ -27,8 +27,8 @@ private func configError(_ text: String) -> String? {
         let text = try String(contentsOf: root.appendingPathComponent("config/seqroute.toml"), encoding: .utf8)
         let c = try Configuration.parse(text)
         #expect(c.pool.count == 11)
-        #expect(c.pool.models[0].name == "gpt-4-1106-preview")
-        #expect(c.pool.models[0].taskQuality["arc-challenge"] == 0.953)
+        #expect(c.pool.names == c.pool.names.sorted())
+        #expect(c.pool.models[c.pool.index(of: "gpt-4-1106-preview")!].taskQuality["arc-challenge"] == 0.953)
         #expect(c.socketMode == 0o660)
         #expect(c.holdExpirySeconds == 600)
     }

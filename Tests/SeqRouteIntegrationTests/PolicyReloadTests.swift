@@ -1,0 +1,53 @@
+import Foundation
+import SeqRouteCore
+import SeqRouteLearning
+import SeqRouteLedger
+import SeqRouteServer
+import Testing
+
+@Suite(.serialized) struct PolicyReloadTests {
+    func policyFile(_ path: String, version: String, pool: [String] = ["big", "mid", "small"]) throws {
+        let encoder = StateEncoder(featureDimension: 64, tasks: ["qa"], modelCount: pool.count, priceScaleUSD: 0.01,
+                                   lambdaMax: 50)
+        let policy = LearnedPolicy(version: version, kind: "cql", pool: pool, featurizer: HashingFeaturizer().identity,
+                                   encoder: encoder, scale: RewardScale(priceScaleUSD: 0.01, cheapRatio: 0.05),
+                                   lambdaRange: [0, 50], network: MLP(sizes: [encoder.width, 8, pool.count], seed: 1),
+                                   training: [:])
+        try JSONEncoder().encode(policy).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// RELOAD swaps in a trained policy; a policy for another pool, or a corrupt file, is
+    /// refused with its reason and the policy in force stays.
+    @Test func reloadLoadsAPolicyFileAndRefusesBadOnes() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN p1 budget=10000000 horizon=10")
+        #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10"))["policy"] == "cold-start-pacing")
+
+        let good = daemon.directory + "/policy.json"
+        try policyFile(good, version: "test-policy-1")
+        try (testConfig.replacingOccurrences(of: "[routing]\n", with: "[routing]\npolicy_file = \"\(good)\"\n"))
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        #expect(try c.request("RELOAD") == "OK policy=test-policy-1")
+        let routed = LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa"))
+        #expect(routed["policy"] == "test-policy-1")
+
+        // A policy trained for another pool.
+        try policyFile(good, version: "test-policy-2", pool: ["a", "b", "c"])
+        let refused = try c.request("RELOAD")
+        #expect(refused.hasPrefix("ERR reload_failed ") && refused.contains("pool"), "\(refused)")
+        // A truncated file.
+        try policyFile(good, version: "test-policy-3")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: good))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: good))
+        #expect(try c.request("RELOAD").hasPrefix("ERR reload_failed "))
+        #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10"))["policy"] == "test-policy-1")
+
+        let db = try PGConnection(dsn: dsn)
+        let row = try db.query("SELECT policy_version, array_length(scores, 1), propensity FROM decisions WHERE session_id = 'p1' AND turn = 2")[0]
+        #expect(row[0] == "test-policy-1" && row.int(1) == 3 && (row.double(2) ?? 0) > 0)
+        #expect(daemon.terminate() == 0)
+    }
+}
