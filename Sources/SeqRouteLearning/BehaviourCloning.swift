@@ -27,15 +27,7 @@ public struct BehaviourCloning: Sendable {
             for i in 0..<batch { picked[i] = transitions[Int(random.next() % UInt64(transitions.count))] }
             for i in x.indices { x[i] = 0 }
             x.withUnsafeMutableBufferPointer { xs in
-                for (i, t) in picked.enumerated() {
-                    let q = Int(t.query)
-                    encoder.encode(into: UnsafeMutableBufferPointer(rebasing: xs[(i * width)..<((i + 1) * width)]),
-                                   features: data.features(of: q), taskIndex: data.taskIndex[q], turn: Int(t.turn),
-                                   horizon: Int(t.horizon), budgetUSD: Double(t.budgetUSD),
-                                   remainingUSD: Double(t.remainingUSD), holdsUSD: data.holdsUSD[q],
-                                   feasible: t.feasible,
-                                   previous: t.previous == Transition.none ? nil : Int(t.previous), lambda: 0)
-                }
+                for (i, t) in picked.enumerated() { data.encode(t, row: i, of: xs, encoder: encoder, lambda: 0) }
             }
             let values = net.forward(x, batch: batch)
             let logits = values.last!

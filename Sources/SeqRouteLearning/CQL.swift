@@ -36,6 +36,21 @@ public struct QueryData: Sendable {
     public func features(of record: Int) -> ArraySlice<Float> {
         features[(record * dimension)..<((record + 1) * dimension)]
     }
+
+    /// Writes the state of a transition (its next state when `next`) into row `row` of a
+    /// zeroed batch matrix, with λ replaced by `lambda` when given.
+    func encode(_ t: Transition, next: Bool = false, row: Int, of matrix: UnsafeMutableBufferPointer<Float>,
+                encoder: StateEncoder, lambda: Float? = nil) {
+        let q = Int(next ? t.nextQuery : t.query)
+        let width = encoder.width
+        encoder.encode(into: UnsafeMutableBufferPointer(rebasing: matrix[(row * width)..<((row + 1) * width)]),
+                       features: features(of: q), taskIndex: taskIndex[q], turn: Int(t.turn) + (next ? 1 : 0),
+                       horizon: Int(t.horizon), budgetUSD: Double(t.budgetUSD),
+                       remainingUSD: Double(next ? t.nextRemainingUSD : t.remainingUSD), holdsUSD: holdsUSD[q],
+                       feasible: next ? t.nextFeasible : t.feasible,
+                       previous: next ? Int(t.action) : (t.previous == Transition.none ? nil : Int(t.previous)),
+                       lambda: Double(lambda ?? t.lambda))
+    }
 }
 
 public struct CQLConfiguration: Sendable {
@@ -154,26 +169,13 @@ public struct CQLTrainer: Sendable {
     }
 
     private func fill(_ x: inout [Float], _ xNext: inout [Float], _ batch: [Transition], _ data: QueryData) {
-        let width = encoder.width
         for i in x.indices { x[i] = 0 }
         for i in xNext.indices { xNext[i] = 0 }
         x.withUnsafeMutableBufferPointer { xs in
             xNext.withUnsafeMutableBufferPointer { xn in
                 for (i, t) in batch.enumerated() {
-                    let q = Int(t.query)
-                    encoder.encode(into: UnsafeMutableBufferPointer(rebasing: xs[(i * width)..<((i + 1) * width)]),
-                                   features: data.features(of: q), taskIndex: data.taskIndex[q], turn: Int(t.turn),
-                                   horizon: Int(t.horizon), budgetUSD: Double(t.budgetUSD),
-                                   remainingUSD: Double(t.remainingUSD), holdsUSD: data.holdsUSD[q], feasible: t.feasible,
-                                   previous: t.previous == Transition.none ? nil : Int(t.previous),
-                                   lambda: Double(t.lambda))
-                    guard !t.done else { continue }
-                    let n = Int(t.nextQuery)
-                    encoder.encode(into: UnsafeMutableBufferPointer(rebasing: xn[(i * width)..<((i + 1) * width)]),
-                                   features: data.features(of: n), taskIndex: data.taskIndex[n],
-                                   turn: Int(t.turn) + 1, horizon: Int(t.horizon), budgetUSD: Double(t.budgetUSD),
-                                   remainingUSD: Double(t.nextRemainingUSD), holdsUSD: data.holdsUSD[n],
-                                   feasible: t.nextFeasible, previous: Int(t.action), lambda: Double(t.lambda))
+                    data.encode(t, row: i, of: xs, encoder: encoder)
+                    if !t.done { data.encode(t, next: true, row: i, of: xn, encoder: encoder) }
                 }
             }
         }

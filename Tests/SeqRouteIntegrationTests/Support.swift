@@ -137,10 +137,8 @@ final class DaemonProcess: @unchecked Sendable {
     func terminate() -> Int32 {
         guard pid > 0 else { return -1 }
         kill(pid, SIGTERM)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        pid = 0
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        defer { pid = 0 }
+        return Subprocess.wait(pid)
     }
 
     func client() throws -> LineClient { try LineClient(path: socketPath) }
@@ -148,37 +146,20 @@ final class DaemonProcess: @unchecked Sendable {
     deinit { kill9() }
 }
 
+/// The test process's environment without NOTIFY_SOCKET, plus `extra`.
 func spawn(_ path: String, _ args: [String], environment extra: [String: String], output: String) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
     var env = ProcessInfo.processInfo.environment
     env.removeValue(forKey: "NOTIFY_SOCKET")
     for (k, v) in extra { env[k] = v }
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
-    let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer {
-        for p in argv { free(p) }
-        for p in envp { free(p) }
-    }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
-    guard rc == 0 else { throw ServerError("posix_spawn \(path): \(String(cString: strerror(rc)))") }
-    return pid
+    return try Subprocess.spawn(path, args, environment: env, outputFile: output)
 }
 
 /// Runs the binary to completion; returns (status, output).
 func runSeqroute(_ args: [String]) throws -> (Int32, String) {
     let dir = try makeTempDirectory("cli")
     let out = dir + "/out"
-    let pid = try spawn(DaemonProcess.binary, args, environment: [:], output: out)
-    var status: Int32 = 0
-    waitpid(pid, &status, 0)
-    let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-    return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, text)
+    let status = Subprocess.wait(try spawn(DaemonProcess.binary, args, environment: [:], output: out))
+    return (status, (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
 }
 
 /// Counts of every ledger table, to show that a refused request changed nothing.
