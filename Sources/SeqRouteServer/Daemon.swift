@@ -111,7 +111,8 @@ public enum Daemon {
             committer.stop()
             return 69
         }
-        logLine("<6>seqroute listening on \(config.socketPath), policy \(router.current.policy.version), pool of \(config.pool.count) models")
+        let listening = server.adopted ? "the socket passed by systemd" : config.socketPath
+        logLine("<6>seqroute listening on \(listening), policy \(router.current.policy.version), pool of \(config.pool.count) models")
         SystemdNotifier.notify("READY=1\nSTATUS=listening on \(config.socketPath)")
 
         let done = DispatchSemaphore(value: 0)

@@ -191,17 +191,29 @@ public final class SocketServer: @unchecked Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
     }
 
-    /// Binds the socket path (refusing one another daemon listens on) and sets its mode.
-    public func start(mode: UInt32, maxLineBytes: Int) throws {
-        if FileManager.default.fileExists(atPath: path) {
-            if SocketServer.somebodyListens(at: path) {
-                throw ServerError("another process is listening on \(path)")
-            }
+    /// True when systemd passed the listening socket (socket activation).
+    public private(set) var adopted = false
+
+    /// The listening socket systemd passed (LISTEN_PID is this process, LISTEN_FDS ≥ 1: the
+    /// first one, fd 3), or nil. The variables are removed so that children do not see them.
+    static func passedSocket() -> Int32? {
+        let env = ProcessInfo.processInfo.environment
+        defer {
+            unsetenv("LISTEN_PID")
+            unsetenv("LISTEN_FDS")
+            unsetenv("LISTEN_FDNAMES")
         }
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        guard env["LISTEN_PID"] == String(getpid()), let n = env["LISTEN_FDS"].flatMap({ Int($0) }), n >= 1 else {
+            return nil
+        }
+        return 3
+    }
+
+    /// Adopts the socket systemd passed, else binds the socket path (refusing one another
+    /// daemon listens on) and sets its mode.
+    public func start(mode: UInt32, maxLineBytes: Int) throws {
         let router = self.router, registry = self.registry
-        listener = try ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .childChannelOption(ChannelOptions.autoRead, value: true)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
@@ -212,6 +224,19 @@ public final class SocketServer: @unchecked Sendable {
                         ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes))
                 }
             }
+        if let fd = SocketServer.passedSocket() {
+            listener = try bootstrap.withBoundSocket(fd).wait()
+            adopted = true
+            return
+        }
+        if FileManager.default.fileExists(atPath: path) {
+            if SocketServer.somebodyListens(at: path) {
+                throw ServerError("another process is listening on \(path)")
+            }
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        listener = try bootstrap
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
         guard chmod(path, mode_t(mode)) == 0 else {
             throw ServerError("cannot set mode \(String(mode, radix: 8)) on \(path)")
@@ -225,7 +250,8 @@ public final class SocketServer: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while registry.count > 0 && Date() < deadline { usleep(10_000) }
         try? group.syncShutdownGracefully()
-        unlink(path)
+        // A passed socket belongs to systemd, which keeps it for the next start.
+        if !adopted { unlink(path) }
     }
 
     static func somebodyListens(at path: String) -> Bool {

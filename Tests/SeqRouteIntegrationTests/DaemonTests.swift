@@ -196,6 +196,18 @@ import Testing
         #expect(try db.query("SELECT quality FROM decisions WHERE session_id = 'fb' ORDER BY turn").map { $0.double(0) } == [0.9, 0.6])
     }
 
+    /// Socket activation: systemd-socket-activate binds the path and passes the socket; the
+    /// daemon adopts it (LISTEN_FDS) rather than binding, serves on it, and leaves it in place.
+    @Test func adoptsTheSocketSystemdPasses() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start(launcher: ["/usr/bin/systemd-socket-activate", "-l", daemon.socketPath])
+        #expect(try daemon.client().request("OPEN act budget=5000") == "OK session=act remaining=5000")
+        #expect(daemon.log.contains("listening on the socket passed by systemd"))
+        #expect(daemon.terminate() == 0)
+        #expect(FileManager.default.fileExists(atPath: daemon.socketPath))
+    }
+
     @Test func accountCommandsAndDefaultAccount() throws {
         let dsn = try TestCluster.freshDatabase()
         let (s1, out1) = try runSeqroute(["account", "set", "acme", "--cap", "5000", "--dsn", dsn])

@@ -98,15 +98,15 @@ final class DaemonProcess: @unchecked Sendable {
 
     static var binary: String { packageRoot + "/.build/debug/seqroute" }
 
-    /// Starts the daemon and waits until its socket answers PING.
-    func start(environment extra: [String: String] = [:]) throws {
+    /// Starts the daemon (through `launcher`, a command that ends by running the binary, when
+    /// given) and waits until its socket answers PING.
+    func start(environment extra: [String: String] = [:], launcher: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: DaemonProcess.binary) else {
             throw ServerError("\(DaemonProcess.binary) is missing: run `swift build` before the tests")
         }
-        pid = try spawn(DaemonProcess.binary,
-                        ["serve", "--config", configPath, "--dsn", dsn, "--socket", socketPath,
-                         "--sql-dir", packageRoot + "/sql"],
-                        environment: extra, output: directory + "/daemon.log")
+        let command = launcher + [DaemonProcess.binary, "serve", "--config", configPath, "--dsn", dsn,
+                                  "--socket", socketPath, "--sql-dir", packageRoot + "/sql"]
+        pid = try spawn(command[0], Array(command.dropFirst()), environment: extra, output: directory + "/daemon.log")
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let c = try? LineClient(path: socketPath), (try? c.request("PING")) == "OK pong" { return }
