@@ -23,6 +23,10 @@ public struct BenchConfiguration: Sendable {
     /// that to test queries badly (measured; docs/BENCHMARKS.md). The task label, the budget
     /// state and the holds are always inputs.
     public var queryFeatures = false
+    /// Give the learned policies each model's mean quality and mean cost on training queries of
+    /// the turn's task (the statistics pacing ranks by), so that they need not rediscover them
+    /// from 0/1 outcomes.
+    public var taskPriors = true
     public var seed: UInt64 = 1
 
     public init() {}
@@ -125,9 +129,12 @@ public enum Bench {
         let levels = BudgetLevels(stats: stats, holds: holds)
         let kappa = levels.strongestMeanCostUSD
         let scale = RewardScale(priceScaleUSD: kappa, cheapRatio: stats.meanCostUSD[stats.cheapestModel] / kappa)
-        let encoder = StateEncoder(featureDimension: c.queryFeatures ? featurizer.dimension : 0,
-                                   tasks: stats.taskCounts.keys.sorted(),
-                                   modelCount: train.models.count, priceScaleUSD: kappa, lambdaMax: c.hbr.lambdaMax)
+        let tasks = stats.taskCounts.keys.sorted()
+        let encoder = StateEncoder(featureDimension: c.queryFeatures ? featurizer.dimension : 0, tasks: tasks,
+                                   modelCount: train.models.count, priceScaleUSD: kappa, lambdaMax: c.hbr.lambdaMax,
+                                   priorQuality: c.taskPriors ? tasks.map(stats.quality(task:)) + [stats.meanQuality] : [],
+                                   priorCost: c.taskPriors ? (tasks.map(stats.costUSD(task:)) + [stats.meanCostUSD])
+                                       .map { $0.map { $0 / kappa } } : [])
         let trainData = QueryData(table: train, holds: holds, encoder: encoder, featurizer: featurizer)
         let testData = QueryData(table: test, holds: holds, encoder: encoder, featurizer: featurizer)
         let trainSim = try Simulator(table: train, holds: holds)

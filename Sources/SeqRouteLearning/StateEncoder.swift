@@ -13,20 +13,33 @@ public struct StateEncoder: Sendable, Codable, Equatable {
     public let priceScaleUSD: Double
     /// The top of the trained λ range (λ is encoded on a log scale up to it).
     public let lambdaMax: Double
+    /// Training statistics per task (row t for tasks[t], the last row for an unknown task):
+    /// each model's mean quality, and its mean cost over κ. Empty: not encoded.
+    public let priorQuality: [[Double]]
+    public let priorCost: [[Double]]
 
-    public init(featureDimension: Int, tasks: [String], modelCount: Int, priceScaleUSD: Double, lambdaMax: Double) {
+    public init(featureDimension: Int, tasks: [String], modelCount: Int, priceScaleUSD: Double, lambdaMax: Double,
+                priorQuality: [[Double]] = [], priorCost: [[Double]] = []) {
+        precondition(priorQuality.isEmpty || (priorQuality.count == tasks.count + 1 && priorCost.count == tasks.count + 1),
+                     "priors need one row per task plus one for unknown tasks")
         self.featureDimension = featureDimension
         self.tasks = tasks
         self.modelCount = modelCount
         self.priceScaleUSD = priceScaleUSD
         self.lambdaMax = lambdaMax
+        self.priorQuality = priorQuality
+        self.priorCost = priorCost
     }
 
     static let scalarCount = 6
+    var priorWidth: Int { priorQuality.isEmpty ? 0 : 2 * modelCount }
 
     /// features, task one-hot, 6 budget and time scalars, per model (affordability, feasible),
-    /// previous action one-hot (with "none").
-    public var width: Int { featureDimension + tasks.count + StateEncoder.scalarCount + 2 * modelCount + modelCount + 1 }
+    /// per model priors (mean quality, log(1 + mean cost/κ)) when given, previous action
+    /// one-hot (with "none").
+    public var width: Int {
+        featureDimension + tasks.count + StateEncoder.scalarCount + 2 * modelCount + priorWidth + modelCount + 1
+    }
 
     public func taskIndex(_ task: String?) -> Int? { task.flatMap { tasks.firstIndex(of: $0) } }
 
@@ -57,6 +70,14 @@ public struct StateEncoder: Sendable, Codable, Equatable {
             row[i + 2 * m + 1] = feasible & (1 << m) != 0 ? 1 : 0
         }
         i += 2 * modelCount
+        if !priorQuality.isEmpty {
+            let p = taskIndex ?? tasks.count
+            for m in 0..<modelCount {
+                row[i + 2 * m] = Float(priorQuality[p][m])
+                row[i + 2 * m + 1] = Float(log1p(priorCost[p][m]))
+            }
+            i += priorWidth
+        }
         row[i + (previous ?? modelCount)] = 1
     }
 }

@@ -48,6 +48,8 @@ public struct DaemonOptions: Sendable {
 public enum Daemon {
     /// Runs until SIGTERM or SIGINT; returns the exit status.
     public static func serve(_ options: DaemonOptions) -> Int32 {
+        // Taken first, before any child process is started.
+        let passedSocket = SocketServer.passedSocket()
         let config: Configuration
         do { config = try options.loadConfiguration() } catch {
             logLine("<3>bad configuration: \(error)")
@@ -106,7 +108,7 @@ public enum Daemon {
         }
         let router = Router(setup: setup, committer: committer, reloader: reloader)
         let server = SocketServer(router: router, path: config.socketPath)
-        do { try server.start(mode: config.socketMode, maxLineBytes: config.maxLineBytes) } catch {
+        do { try server.start(mode: config.socketMode, maxLineBytes: config.maxLineBytes, passed: passedSocket) } catch {
             logLine("<3>cannot listen on \(config.socketPath): \(error)")
             committer.stop()
             return 69

@@ -195,8 +195,9 @@ public final class SocketServer: @unchecked Sendable {
     public private(set) var adopted = false
 
     /// The listening socket systemd passed (LISTEN_PID is this process, LISTEN_FDS ≥ 1: the
-    /// first one, fd 3), or nil. The variables are removed so that children do not see them.
-    static func passedSocket() -> Int32? {
+    /// first one, fd 3), or nil. The variables are removed and the descriptor marked
+    /// close-on-exec, so that children (the embedded PostgreSQL) inherit neither.
+    public static func passedSocket() -> Int32? {
         let env = ProcessInfo.processInfo.environment
         defer {
             unsetenv("LISTEN_PID")
@@ -206,12 +207,13 @@ public final class SocketServer: @unchecked Sendable {
         guard env["LISTEN_PID"] == String(getpid()), let n = env["LISTEN_FDS"].flatMap({ Int($0) }), n >= 1 else {
             return nil
         }
+        _ = fcntl(3, F_SETFD, FD_CLOEXEC)
         return 3
     }
 
-    /// Adopts the socket systemd passed, else binds the socket path (refusing one another
-    /// daemon listens on) and sets its mode.
-    public func start(mode: UInt32, maxLineBytes: Int) throws {
+    /// Adopts `passed` (the socket systemd passed, see `passedSocket()`), else binds the socket
+    /// path (refusing one another daemon listens on) and sets its mode.
+    public func start(mode: UInt32, maxLineBytes: Int, passed: Int32?) throws {
         let router = self.router, registry = self.registry
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
@@ -224,7 +226,7 @@ public final class SocketServer: @unchecked Sendable {
                         ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes))
                 }
             }
-        if let fd = SocketServer.passedSocket() {
+        if let fd = passed {
             listener = try bootstrap.withBoundSocket(fd).wait()
             adopted = true
             return

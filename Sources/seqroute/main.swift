@@ -198,6 +198,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Seed.") var seed: UInt64 = 1
     @Flag(help: "Also give the learned policies each query's text features (off: task label and budget state only).")
     var queryFeatures = false
+    @Flag(help: "Do not give the learned policies the per-task training means of each model.")
+    var noTaskPriors = false
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
@@ -207,6 +209,7 @@ struct Bench: ParsableCommand {
         var c = quick ? BenchConfiguration.quick : BenchConfiguration()
         if let steps { c.cql.steps = steps }
         c.queryFeatures = queryFeatures
+        c.taskPriors = !noTaskPriors
         c.seed = seed
         let started = Date()
         let log: @Sendable (String) -> Void = { line in
