@@ -13,7 +13,7 @@ public struct BenchConfiguration: Sendable {
     /// Training sessions held out to choose knobs (never test sessions).
     public var validationSessions = 500
     public var rhos = BudgetLevels.rhos
-    public var lambdas: [Double] = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1, 1.5, 2.5, 4, 6, 10, 25, 50]
+    public var lambdas: [Double] = [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 4, 5, 6, 7, 8, 10, 12, 15, 25, 50]
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
