@@ -28,13 +28,25 @@ public struct Configuration: Sendable, Equatable {
     public var defaultSessionBudget: Int64 = 0
     public var defaultHorizon = 8
     public var lambda = 0.0
+    /// Exploration of a trained policy, and of the cold-start policy: a cold start knows
+    /// nothing yet, and what it logs is all the first refit has to learn from.
     public var exploration = 0.05
+    public var coldStartExploration = 0.2
     public var defaultPromptTokens = 500
     public var fallbackModel: String?
     public var seed: UInt64 = 1
     public var featureDimension = 64
-    /// A trained policy (policy.json from `seqroute bench`); none: the cold-start pacing policy.
+    /// The policy file (or the link to it) the daemon loads; nil: `activePolicyLink`'s default.
     public var policyFile: String?
+    // [refit]
+    public var refit = RefitSettings()
+
+    /// What the daemon loads, and what a refit or `policy activate` points at the active version:
+    /// `[routing] policy_file`, by default `<data_dir>/policies/active.json`. While there is no
+    /// file there (no policy promoted yet) the daemon routes with the cold-start policy.
+    public var activePolicyLink: String { policyFile ?? dataDirectory + "/policies/active.json" }
+    /// Where trained versions are written: `[refit] policy_dir`, by default `<data_dir>/policies`.
+    public var policyDirectory: String { refit.policyDirectory ?? dataDirectory + "/policies" }
     // [[models]]
     public var pool = ModelPool(models: [])
 
@@ -47,7 +59,7 @@ public struct Configuration: Sendable, Equatable {
             throw ConfigError(key: "", "cannot read configuration: \(e)")
         }
         var c = Configuration()
-        let known: Set<String> = ["server", "ledger", "routing", "models"]
+        let known: Set<String> = ["server", "ledger", "routing", "refit", "models"]
         for k in doc.keys where !known.contains(k) {
             throw ConfigError(key: k, "unknown section or key")
         }
@@ -71,17 +83,30 @@ public struct Configuration: Sendable, Equatable {
         c.maxBatch = try ledger.int("max_batch", 1...10_000) ?? c.maxBatch
 
         var routing = try Section(doc, "routing", ["default_session_budget", "default_horizon", "lambda",
-                                                   "exploration", "default_prompt_tokens", "fallback_model",
+                                                   "exploration", "cold_start_exploration", "default_prompt_tokens", "fallback_model",
                                                    "seed", "feature_dimension", "policy_file"])
         c.defaultSessionBudget = try routing.money("default_session_budget") ?? c.defaultSessionBudget
         c.defaultHorizon = try routing.int("default_horizon", 1...Limits.maxHorizon) ?? c.defaultHorizon
         c.lambda = try routing.double("lambda", 0...Limits.maxLambda) ?? c.lambda
         c.exploration = try routing.double("exploration", 0...1) ?? c.exploration
+        c.coldStartExploration = try routing.double("cold_start_exploration", 0...1) ?? c.coldStartExploration
         c.defaultPromptTokens = try routing.int("default_prompt_tokens", 1...Limits.maxTokens) ?? c.defaultPromptTokens
         c.fallbackModel = try routing.string("fallback_model").flatMap { $0.isEmpty ? nil : $0 }
         c.seed = UInt64(try routing.int("seed", 0...Int.max) ?? Int(c.seed))
         c.featureDimension = try routing.int("feature_dimension", 8...Limits.maxFeatures) ?? c.featureDimension
         c.policyFile = try routing.string("policy_file").flatMap { $0.isEmpty ? nil : $0 }
+
+        var refit = try Section(doc, "refit", ["policy_dir", "min_sessions", "held_out_share", "steps", "tolerance",
+                                               "max_bankruptcy_rate", "min_effective_sessions", "lambda", "alpha"])
+        c.refit.policyDirectory = try refit.string("policy_dir").flatMap { $0.isEmpty ? nil : $0 }
+        c.refit.minSessions = try refit.int("min_sessions", 10...100_000_000) ?? c.refit.minSessions
+        c.refit.heldOutShare = try refit.double("held_out_share", 0.05...0.95) ?? c.refit.heldOutShare
+        c.refit.steps = try refit.int("steps", 1...100_000_000) ?? c.refit.steps
+        c.refit.tolerance = try refit.double("tolerance", 0...1) ?? c.refit.tolerance
+        c.refit.maxBankruptcyRate = try refit.double("max_bankruptcy_rate", 0...1) ?? c.refit.maxBankruptcyRate
+        c.refit.minEffectiveSessions = try refit.double("min_effective_sessions", 1...1_000_000) ?? c.refit.minEffectiveSessions
+        c.refit.lambda = try refit.double("lambda", 0...Limits.maxLambda)
+        c.refit.alpha = try refit.double("alpha", 0...100) ?? c.refit.alpha
 
         guard case .array(let models)? = doc["models"] else {
             throw ConfigError(key: "models", "at least one [[models]] entry is needed")
@@ -136,6 +161,29 @@ public struct Configuration: Sendable, Equatable {
             throw ConfigError(key: "routing.fallback_model", "names no configured model: \(f)")
         }
         return c
+    }
+
+    /// What `seqroute refit` does (SPEC 6; docs/LEARNING.md has the promotion rule).
+    public struct RefitSettings: Sendable, Equatable {
+        /// Where trained policies are written, one file per version; nil: `<data_dir>/policies`.
+        public var policyDirectory: String?
+        /// Complete logged sessions needed before a refit trains at all.
+        public var minSessions = 500
+        /// Share of sessions kept out of training for the off-policy evaluation.
+        public var heldOutShare = 0.25
+        /// CQL gradient steps.
+        public var steps = 20_000
+        /// The candidate may be at most this much worse (per-turn objective, lower 95% bound).
+        public var tolerance = 0.01
+        /// The candidate's estimated bankruptcy rate may exceed the active policy's only up to this.
+        public var maxBankruptcyRate = 0.01
+        /// Below this effective sample size the evaluation is too uncertain to promote.
+        public var minEffectiveSessions = 30.0
+        /// Weight of CQL's conservative term: higher keeps the candidate closer to the logged choices.
+        public var alpha = 0.05
+        /// λ of the objective the candidate is judged by; nil: [routing] lambda.
+        public var lambda: Double?
+        public init() {}
     }
 
     /// One section's values; reading a key removes it, so leftover keys are reported as unknown.

@@ -46,11 +46,29 @@ public struct Decision: Sendable, Equatable {
     }
 }
 
-/// A routing policy. Callers only ask when at least one model is feasible, and a policy must
-/// return a feasible one.
+/// A routing policy: a greedy choice among the feasible models, mixed with uniform
+/// exploration at `exploration`. Callers only ask when at least one model is feasible, and the
+/// greedy choice must be a feasible one. Off-policy evaluation reads the same two parts, so
+/// that a policy is evaluated exactly as the daemon deploys it.
 public protocol RoutingPolicy: Sendable {
     var version: String { get }
-    func decide(_ context: DecisionContext, random: inout SplitMix64) -> Decision
+    var exploration: Double { get }
+    /// The greedy model and, where the policy has them, its scores of every model.
+    func greedy(_ context: DecisionContext) -> (model: Int, scores: [Double]?)
+}
+
+extension RoutingPolicy {
+    public func decide(_ context: DecisionContext, random: inout SplitMix64) -> Decision {
+        let g = greedy(context)
+        return explore(greedy: g.model, feasible: context.feasible, rate: exploration, random: &random, scores: g.scores)
+    }
+
+    /// The probability that `decide` picks `model` in `context`.
+    public func probability(of model: Int, in context: DecisionContext) -> Double {
+        guard context.feasible[model] else { return 0 }
+        let share = exploration / Double(context.feasible.filter { $0 }.count)
+        return (model == greedy(context).model ? 1 - exploration : 0) + share
+    }
 }
 
 /// A small seeded generator, so that every policy run is repeatable for a seed.
@@ -99,7 +117,9 @@ public struct PacingPolicy: RoutingPolicy {
         self.exploration = exploration
     }
 
-    public func greedy(_ c: DecisionContext) -> Int {
+    public func greedy(_ c: DecisionContext) -> (model: Int, scores: [Double]?) { (pacedChoice(c), nil) }
+
+    private func pacedChoice(_ c: DecisionContext) -> Int {
         let horizon = c.horizon ?? defaultHorizon
         let turnsLeft = Int64(max(1, horizon - c.turn + 1))
         let allowance = min(c.budget.sessionRemaining, c.budget.accountRemaining) / turnsLeft
@@ -113,9 +133,5 @@ public struct PacingPolicy: RoutingPolicy {
         var cheapest = c.feasible.firstIndex(of: true)!
         for i in pool.models.indices where c.feasible[i] && c.holds[i] < c.holds[cheapest] { cheapest = i }
         return cheapest
-    }
-
-    public func decide(_ c: DecisionContext, random: inout SplitMix64) -> Decision {
-        explore(greedy: greedy(c), feasible: c.feasible, rate: exploration, random: &random)
     }
 }

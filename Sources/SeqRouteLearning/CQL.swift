@@ -11,26 +11,32 @@
 import Foundation
 import SeqRouteCore
 
-/// Per-query arrays the learner and the learned policy read, built once per table.
+/// Per-query arrays the learner and the learned policy read, built once per table (or, for a
+/// refit, once per logged decision).
 public struct QueryData: Sendable {
-    public let table: QueryTable
     public let dimension: Int
     /// Row-major `records × dimension`.
     public let features: [Float]
     public let taskIndex: [Int?]
     public let holdsUSD: [[Double]]
 
+    public init(dimension: Int, features: [Float], taskIndex: [Int?], holdsUSD: [[Double]]) {
+        precondition(features.count == taskIndex.count * dimension && holdsUSD.count == taskIndex.count)
+        self.dimension = dimension
+        self.features = features
+        self.taskIndex = taskIndex
+        self.holdsUSD = holdsUSD
+    }
+
     public init(table: QueryTable, holds: Holds, encoder: StateEncoder, featurizer: HashingFeaturizer) {
-        self.table = table
-        dimension = encoder.featureDimension
+        let dimension = encoder.featureDimension
         var f = [Float](repeating: 0, count: table.records.count * dimension)
         for (r, record) in table.records.enumerated() {
             let v = record.features ?? featurizer.features(of: record.text)
             for (j, x) in v.prefix(dimension).enumerated() { f[r * dimension + j] = Float(x) }
         }
-        features = f
-        taskIndex = table.records.map { encoder.taskIndex($0.task) }
-        holdsUSD = table.records.map { holds.holdsUSD(task: $0.task) }
+        self.init(dimension: dimension, features: f, taskIndex: table.records.map { encoder.taskIndex($0.task) },
+                  holdsUSD: table.records.map { holds.holdsUSD(task: $0.task) })
     }
 
     public func features(of record: Int) -> ArraySlice<Float> {

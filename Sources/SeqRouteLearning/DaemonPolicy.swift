@@ -50,7 +50,7 @@ public struct LearnedRoutingPolicy: RoutingPolicy {
         self.defaultHorizon = defaultHorizon
     }
 
-    public func decide(_ c: DecisionContext, random: inout SplitMix64) -> Decision {
+    public func greedy(_ c: DecisionContext) -> (model: Int, scores: [Double]?) {
         let mask = feasibleMask(c.feasible)
         let budgetUSD = Double(c.budget.sessionBudget) / 1_000_000
         let remainingUSD = Double(min(c.budget.sessionRemaining, c.budget.accountRemaining)) / 1_000_000
@@ -60,8 +60,6 @@ public struct LearnedRoutingPolicy: RoutingPolicy {
                                     remainingUSD: remainingUSD, holdsUSD: c.holds.map { Double($0) / 1_000_000 },
                                     feasible: mask, previous: c.previousModel,
                                     lambda: learned.kind == "bc" ? 0 : c.lambda)
-        let greedy = learned.choose(scores: scores, feasible: mask)!
-        return explore(greedy: greedy, feasible: c.feasible, rate: exploration, random: &random,
-                       scores: scores.map(Double.init))
+        return (learned.choose(scores: scores, feasible: mask)!, scores.map(Double.init))
     }
 }

@@ -130,12 +130,7 @@ public enum Daemon {
         signal(SIGHUP, SIG_IGN)
         let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: signals)
         hup.setEventHandler {
-            SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds)")
-            Task {
-                let answer = await router.answer(line: Array("RELOAD".utf8))
-                logLine(answer.hasPrefix("OK") ? "<6>reload (SIGHUP): \(answer)" : "<3>reload refused (SIGHUP): \(answer)")
-                SystemdNotifier.notify("READY=1")
-            }
+            Task { _ = await router.answer(line: Array("RELOAD".utf8)) }
         }
         hup.resume()
         sources.append(hup)

@@ -46,18 +46,20 @@ public struct ActiveSetup: Sendable {
     /// The pool's identity, computed once: every decision row records it.
     public var poolID: String
 
-    /// Loads the configured policy file, if any; a file that does not fit is refused.
+    /// Loads the configured policy file; a file that does not fit is refused. No file
+    /// configured, or none there yet (no refit has promoted one): the cold-start policy.
     public init(configuration: Configuration) throws {
         self.configuration = configuration
         self.featurizer = HashingFeaturizer(dimension: configuration.featureDimension)
         self.poolID = configuration.pool.identity
-        if let path = configuration.policyFile {
+        let path = configuration.activePolicyLink
+        if FileManager.default.fileExists(atPath: path) {
             let learned = try LearnedPolicy.load(path: path, pool: configuration.pool, featurizer: featurizer)
             self.policy = LearnedRoutingPolicy(learned: learned, exploration: configuration.exploration,
                                                defaultHorizon: configuration.defaultHorizon)
         } else {
             self.policy = PacingPolicy(pool: configuration.pool, defaultHorizon: configuration.defaultHorizon,
-                                       exploration: configuration.exploration)
+                                       exploration: configuration.coldStartExploration)
         }
     }
 }
@@ -240,14 +242,20 @@ public final class Router: @unchecked Sendable {
         }
     }
 
+    /// RELOAD (the verb, SIGHUP and ExecReload= all come here): systemd hears RELOADING=1 before
+    /// and READY=1 after, whether or not the new setup was taken.
     private func reload() -> String {
+        SystemdNotifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds)")
+        defer { SystemdNotifier.notify("READY=1") }
         do {
             let next = try reloader()
             lock.lock()
             setup = next
             lock.unlock()
+            logLine("<6>reload: policy \(next.policy.version)")
             return OKAnswer([("policy", next.policy.version)]).line
         } catch {
+            logLine("<3>reload refused: \(error); the old policy and configuration stay")
             return ProtocolError("reload_failed", "\(error); the old policy and configuration stay").line
         }
     }

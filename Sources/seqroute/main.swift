@@ -11,7 +11,8 @@ struct SeqRoute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seqroute",
         abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
-        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self, Import.self, Bench.self])
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self, Import.self, Bench.self, Refit.self,
+                      Policy.self, Simulate.self])
 }
 
 /// Where the ledger is: --dsn, else the config file's dsn, else the embedded cluster.
@@ -26,19 +27,33 @@ struct LedgerOptions: ParsableArguments {
     /// Opens the ledger; starts the embedded cluster when no DSN is configured. The caller
     /// stops the returned cluster, if any, when done.
     func connect() throws -> (PGConnection, EmbeddedPostgres?) {
-        var dsn = self.dsn ?? ""
-        var dataDir = self.dataDir ?? Configuration().dataDirectory
-        if let config {
-            let c = try DaemonOptions(configPath: config, dsn: self.dsn, socketPath: nil, dataDirectory: self.dataDir,
-                                      sqlDirectory: nil).loadConfiguration()
-            dsn = c.dsn
-            dataDir = c.dataDirectory
-        }
-        if !dsn.isEmpty { return (try PGConnection(dsn: dsn), nil) }
-        let pg = try EmbeddedPostgres(directory: dataDir)
-        try pg.start(log: logLine)
-        return (try PGConnection(dsn: pg.dsn), pg)
+        guard let config else { return try openLedger(dsn: dsn ?? "", dataDirectory: dataDir ?? Configuration().dataDirectory) }
+        let c = try DaemonOptions(configPath: config, dsn: dsn, socketPath: nil, dataDirectory: dataDir,
+                                  sqlDirectory: nil).loadConfiguration()
+        return try openLedger(dsn: c.dsn, dataDirectory: c.dataDirectory)
     }
+}
+
+/// The daemon's whole setup as the configuration file gives it (the commands that work beside a
+/// running daemon: refit, policy, simulate), with flags laid over it.
+struct DeploymentOptions: ParsableArguments {
+    @Option(help: "Configuration file (TOML).") var config: String = "/etc/seqroute/seqroute.toml"
+    @Option(help: "libpq connection string; overrides the file. Empty: the embedded cluster.") var dsn: String?
+    @Option(help: "Folder of the embedded PostgreSQL cluster; overrides the file.") var dataDir: String?
+    @Option(help: "The daemon's socket; overrides the file.") var socket: String?
+
+    func configuration() throws -> Configuration {
+        try DaemonOptions(configPath: config, dsn: dsn, socketPath: socket, dataDirectory: dataDir,
+                          sqlDirectory: nil).loadConfiguration()
+    }
+}
+
+/// A libpq connection to `dsn`, or to the embedded cluster in `dataDirectory` when `dsn` is empty.
+func openLedger(dsn: String, dataDirectory: String) throws -> (PGConnection, EmbeddedPostgres?) {
+    if !dsn.isEmpty { return (try PGConnection(dsn: dsn), nil) }
+    let pg = try EmbeddedPostgres(directory: dataDirectory)
+    try pg.start(log: logLine)
+    return (try PGConnection(dsn: pg.dsn), pg)
 }
 
 struct Serve: ParsableCommand {
@@ -231,6 +246,198 @@ struct Bench: ParsableCommand {
                          l.seqroute_quality.map { String(format: "%.3f/%.2f", $0, (l.seqroute_cost ?? 0) * 1000) } ?? "-",
                          l.seqroute_max_quality, l.oracle_quality, l.undominated_baseline_points.count))
         }
+    }
+}
+
+struct Refit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Learn a new policy from the decision log; promote it if off-policy evaluation finds it not worse.",
+        discussion: "Reads the log with COPY, applies HBR, trains CQL, evaluates against the active policy on held-out sessions, writes the policy file atomically, registers it in the ledger's policies table, and on promotion points [routing] policy_file at it and asks the daemon to RELOAD. docs/LEARNING.md states the promotion rule.")
+    @OptionGroup var deployment: DeploymentOptions
+    @Option(help: "Only decisions at or after this PostgreSQL timestamp.") var since: String?
+    @Option(help: "CQL gradient steps (default: [refit] steps).") var steps: Int?
+    @Option(help: "Seed.") var seed: UInt64 = 1
+
+    func validate() throws {
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+    }
+
+    func run() throws {
+        let config = try deployment.configuration()
+        let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+        defer { pg?.stop() }
+        let report = try RefitJob.run(configuration: config, db: db, since: since, steps: steps, seed: seed,
+                                      log: { logLine("<6>refit: \($0)") })
+        for line in report.lines { print(line) }
+    }
+}
+
+struct Policy: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List, show or activate trained policies.",
+                                                    subcommands: [List.self, Show.self, Activate.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every registered policy, oldest first.")
+        @OptionGroup var deployment: DeploymentOptions
+
+        func run() throws {
+            let config = try deployment.configuration()
+            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            defer { pg?.stop() }
+            print("version\tstatus\tcreated\tsessions\tobjective\tactive_objective\tpromoted")
+            for p in try db.policies() {
+                let e = PolicySummary(p)
+                print("\(p.version)\t\(p.status)\t\(p.createdAt)\t\(e.sessions)\t\(e.objective)\t\(e.activeObjective)\t\(e.promoted)")
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One policy: file, checksum, data range, training and evaluation figures.")
+        @Argument(help: "Policy version.") var version: String
+        @OptionGroup var deployment: DeploymentOptions
+
+        func run() throws {
+            let config = try deployment.configuration()
+            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            defer { pg?.stop() }
+            guard let p = try db.policy(version) else {
+                FileHandle.standardError.write(Data("no policy \(version)\n".utf8))
+                throw ExitCode(1)
+            }
+            print("version: \(p.version)\nstatus: \(p.status)\ncreated: \(p.createdAt)")
+            print("file: \(p.filePath ?? "-")\nsha256: \(p.sha256 ?? "-")")
+            print("data: \(p.dataFrom ?? "-") to \(p.dataTo ?? "-")")
+            print("training: \(p.training)\nevaluation: \(p.evaluation)")
+        }
+    }
+
+    struct Activate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a registered policy the active one and reload the daemon (also the rollback).")
+        @Argument(help: "Policy version.") var version: String
+        @OptionGroup var deployment: DeploymentOptions
+
+        func run() throws {
+            let config = try deployment.configuration()
+            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            defer { pg?.stop() }
+            let store = PolicyStore(directory: config.policyDirectory, activeLink: config.activePolicyLink)
+            do {
+                print(try PolicyActivation.activate(version, db: db, store: store, socketPath: config.socketPath))
+            } catch let e as PolicyActivation.Failure {
+                FileHandle.standardError.write(Data("\(e)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+/// The figures `policy list` shows, read from a registry entry's evaluation.
+struct PolicySummary {
+    var sessions = "-", objective = "-", activeObjective = "-", promoted = "-"
+
+    init(_ p: PolicyEntry) {
+        struct Stored: Decodable {
+            var comparison: OPEComparison
+            var promoted: Bool
+        }
+        guard let e = try? JSONDecoder().decode(Stored.self, from: Data(p.evaluation.utf8)) else { return }
+        sessions = "\(e.comparison.sessions)"
+        objective = String(format: "%.4f", e.comparison.candidate.objective)
+        activeObjective = String(format: "%.4f", e.comparison.active.objective)
+        promoted = e.promoted ? "yes" : "no"
+    }
+}
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Play simulated users against the running daemon: phase 1, refit, reload, phase 2.",
+        discussion: "Sessions come from a canonical query table; each user reports the real cost and quality of the model the daemon chose. Between the phases the refit runs as `seqroute refit` does, while one connection keeps playing sessions, so that the reload happens under traffic.")
+    @Option(help: "Canonical query table (JSONL) the sessions are drawn from.") var data: String
+    @OptionGroup var deployment: DeploymentOptions
+    @Option(help: "Sessions per phase.") var sessions: Int = 3_000
+    @Option(help: "Concurrent connections.") var connections: Int = 16
+    @Option(help: "Lowest budget level ρ (0: the cheapest model on every turn).") var rhoMin: Double = 0.05
+    @Option(help: "Highest budget level ρ (1: the strongest model's mean cost on every turn).") var rhoMax: Double = 0.5
+    @Option(help: "Account of the sessions (default: the daemon's default account).") var account: String?
+    @Option(help: "λ of every session (default: the daemon's).") var lambda: Double?
+    @Option(help: "CQL gradient steps of the refit (default: [refit] steps).") var steps: Int?
+    @Option(help: "Seed.") var seed: UInt64 = 1
+    @Flag(help: "Play one phase on the policy in force and stop (no refit, no reload).") var onePhase = false
+
+    func validate() throws {
+        guard sessions > 0, connections > 0 else { throw ValidationError("--sessions and --connections must be positive") }
+        guard rhoMin >= 0, rhoMax >= rhoMin else { throw ValidationError("need 0 ≤ --rho-min ≤ --rho-max") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+    }
+
+    func run() throws {
+        var settings = try deployment.configuration()
+        if let l = lambda { settings.refit.lambda = settings.refit.lambda ?? l }  // judge candidates by the users' λ
+        let config = settings
+        let table = try QueryTable.read(from: URL(fileURLWithPath: data))
+        let users = try UserSimulation(table: table, pool: config.pool)
+        let run = String(UInt64.random(in: 0..<UInt64.max), radix: 36)
+        let (rhoMin, rhoMax, account, lambda) = (rhoMin, rhoMax, account, lambda)
+        @Sendable func options(_ phase: String, _ count: Int, _ seed: UInt64, _ connections: Int) -> SimulationOptions {
+            SimulationOptions(socketPath: config.socketPath, sessions: count, connections: connections,
+                              rho: rhoMin...rhoMax, account: account, lambda: lambda, seed: seed,
+                              prefix: "sim-\(run)-\(phase)")
+        }
+        logLine("<6>simulate: phase 1, \(sessions) sessions")
+        let phase1 = users.run(options("p1", sessions, seed, connections))
+        print("phase 1: \(phase1.summary)")
+        if onePhase {
+            for f in phase1.firstFailures { print("failure: \(f)") }
+            if phase1.failedRequests > 0 { throw ExitCode(1) }
+            return
+        }
+
+        // The refit and the reload, with traffic going on.
+        let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+        defer { pg?.stop() }
+        final class Between: @unchecked Sendable {
+            let lock = NSLock()
+            var done = false
+            var report = PhaseReport()
+        }
+        let between = Between()
+        let filler = Thread {
+            var round: UInt64 = 0
+            while !between.lock.withLock({ between.done }) {
+                let r = users.run(options("reload-\(round)", 4, seed &+ 1_000 &+ round, 1))
+                between.lock.withLock { between.report.add(r) }
+                round += 1
+            }
+        }
+        let betweenStarted = Date()
+        filler.start()
+        let refit: RefitReport
+        do {
+            refit = try RefitJob.run(configuration: config, db: db, steps: steps, seed: seed,
+                                     log: { logLine("<6>refit: \($0)") })
+        } catch {
+            between.lock.withLock { between.done = true }
+            throw error
+        }
+        between.lock.withLock { between.done = true }
+        while filler.isExecuting { usleep(10_000) }
+        for line in refit.lines { print("refit: \(line)") }
+        var during = between.lock.withLock { between.report }
+        during.seconds = Date().timeIntervalSince(betweenStarted)
+        print("during refit and reload: \(during.summary)")
+
+        logLine("<6>simulate: phase 2, \(sessions) sessions")
+        let phase2 = users.run(options("p2", sessions, seed &+ 2, connections))
+        print("phase 2: \(phase2.summary)")
+        let failed = phase1.failedRequests + during.failedRequests + phase2.failedRequests
+        for f in (phase1.firstFailures + during.firstFailures + phase2.firstFailures).prefix(5) { print("failure: \(f)") }
+        print(String(format: "phase 2 vs phase 1: quality %+.4f, cost per session %+.2f%%, bankruptcy %.4f -> %.4f, failed requests %d",
+                     phase2.quality - phase1.quality,
+                     phase1.costUSDPerSession > 0 ? 100 * (phase2.costUSDPerSession / phase1.costUSDPerSession - 1) : 0,
+                     phase1.bankruptcyRate, phase2.bankruptcyRate, failed))
+        if failed > 0 { throw ExitCode(1) }
     }
 }
 

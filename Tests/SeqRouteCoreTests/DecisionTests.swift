@@ -92,9 +92,10 @@ private let pool = ModelPool(models: [
                 let d = p.decide(c, random: &r)
                 #expect(c.feasible[d.model])
                 let nFeasible = Double(c.feasible.filter { $0 }.count)
-                let greedy = p.greedy(c)
+                let greedy = p.greedy(c).model
                 let expected = (d.model == greedy ? 0.5 : 0) + 0.5 / nFeasible
                 #expect(abs(d.propensity - expected) < 1e-12)
+                #expect(abs(p.probability(of: d.model, in: c) - expected) < 1e-12)
             }
         }
     }

@@ -105,7 +105,7 @@ final class DaemonProcess: @unchecked Sendable {
             throw ServerError("\(DaemonProcess.binary) is missing: run `swift build` before the tests")
         }
         let command = launcher + [DaemonProcess.binary, "serve", "--config", configPath, "--dsn", dsn,
-                                  "--socket", socketPath, "--sql-dir", packageRoot + "/sql"]
+                                  "--socket", socketPath, "--data-dir", directory, "--sql-dir", packageRoot + "/sql"]
         pid = try spawn(command[0], Array(command.dropFirst()), environment: extra, output: directory + "/daemon.log")
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
