@@ -17,7 +17,10 @@ public struct PolicyStore: Sendable {
         self.activeLink = activeLink
     }
 
-    public func path(of version: String) -> String { directory + "/" + version + ".json" }
+    /// Absolute, so that the link resolves whatever folder it is in and whoever reads it.
+    public func path(of version: String) -> String {
+        URL(fileURLWithPath: directory + "/" + version + ".json").standardizedFileURL.path
+    }
 
     /// Writes the policy as `<version>.json`; returns its path and SHA-256.
     public func write(_ policy: LearnedPolicy) throws -> (path: String, sha256: String) {
@@ -41,7 +44,8 @@ public struct PolicyStore: Sendable {
     /// Points the active link at `path` with one rename. Returns the previous target, if any,
     /// so that a refused reload can be undone.
     @discardableResult
-    public func activate(path: String) throws -> String? {
+    public func activate(path relative: String) throws -> String? {
+        let path = URL(fileURLWithPath: relative).standardizedFileURL.path
         let previous = try? FileManager.default.destinationOfSymbolicLink(atPath: activeLink)
         let linkDir = (activeLink as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: linkDir.isEmpty ? "." : linkDir, withIntermediateDirectories: true)

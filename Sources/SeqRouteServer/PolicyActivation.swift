@@ -30,7 +30,7 @@ public enum PolicyActivation {
             try db.markActive(version)
             return "activated \(version); the daemon is not reachable at \(socketPath) (\(error)), it loads the policy when it starts"
         }
-        guard answer.hasPrefix("OK") else {
+        guard answer == "OK policy=\(version)" else {
             if let previous { try store.activate(path: previous) } else { unlink(store.activeLink) }
             throw Failure(description: "the daemon refused \(version), the previous policy stays: \(answer)")
         }

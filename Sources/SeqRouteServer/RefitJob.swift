@@ -34,6 +34,12 @@ public enum RefitJob {
             return report
         }
 
+        // Fail before minutes of training, not after, when the policy folder cannot be made.
+        do {
+            try FileManager.default.createDirectory(atPath: config.policyDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw RefitError("cannot create the policy folder \(config.policyDirectory): \(error.localizedDescription)")
+        }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")

@@ -50,4 +50,27 @@ import Testing
         #expect(row[0] == "test-policy-1" && row.int(1) == 3 && (row.double(2) ?? 0) > 0)
         #expect(daemon.terminate() == 0)
     }
+
+    /// λ: the configured default changes on RELOAD without a restart, OPEN and ROUTE may set
+    /// their own, and every decision logs the λ it was made with.
+    @Test func lambdaDefaultChangesOnReloadAndRequestsOverrideIt() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN l1 budget=10000000 horizon=10")
+        _ = try c.request("ROUTE l1 tokens=10")
+        try testConfig.replacingOccurrences(of: "[routing]\n", with: "[routing]\nlambda = 2.5\n")
+            .write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        #expect(try c.request("RELOAD").hasPrefix("OK policy="))
+        _ = try c.request("ROUTE l1 tokens=10")
+        _ = try c.request("ROUTE l1 tokens=10 lambda=0.7")
+        _ = try c.request("OPEN l2 budget=10000000 lambda=1.25")
+        _ = try c.request("ROUTE l2 tokens=10")
+        let db = try PGConnection(dsn: dsn)
+        let logged = try db.query("SELECT session_id || ':' || turn || '=' || lambda FROM decisions ORDER BY session_id, turn")
+            .map { $0[0] ?? "" }
+        #expect(logged == ["l1:1=0", "l1:2=2.5", "l1:3=0.7", "l2:1=1.25"])
+        #expect(daemon.terminate() == 0)
+    }
 }

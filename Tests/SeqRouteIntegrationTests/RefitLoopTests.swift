@@ -39,9 +39,7 @@ import Testing
         let dsn = try TestCluster.freshDatabase()
         let daemon = try DaemonProcess(dsn: dsn, config: Self.config)
         try daemon.start()
-        var config = try DaemonOptions(configPath: daemon.configPath, dsn: dsn, socketPath: daemon.socketPath,
-                                       dataDirectory: daemon.directory, sqlDirectory: nil).loadConfiguration()
-        config.refit.steps = 200
+        let config = try daemon.configuration()
         let db = try PGConnection(dsn: dsn)
         let policyDir = daemon.directory + "/policies"
 
@@ -108,6 +106,50 @@ import Testing
         let (status, out) = try runSeqroute(["policy", "list", "--config", daemon.configPath, "--dsn", dsn])
         #expect(status == 0 && out.contains("\(v1)\tactive") && out.contains("\(v2)\tretired"), "\(out)")
         #expect(try reconciliationRows(db).isEmpty)
+        #expect(daemon.terminate() == 0)
+    }
+
+    /// `seqroute simulate` end to end in its small form: phase 1 on the cold start, refit,
+    /// reload under traffic, phase 2 on the new policy, no failed request.
+    @Test func simulateCommandRunsBothPhasesAcrossTheReload() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: Self.config)
+        try daemon.start()
+        let table = daemon.directory + "/table.jsonl"
+        try Self.table().write(to: URL(fileURLWithPath: table))
+        let (status, out) = try runSeqroute(["simulate", "--config", daemon.configPath, "--dsn", dsn,
+                                             "--socket", daemon.socketPath, "--data-dir", daemon.directory,
+                                             "--data", table, "--sessions", "70", "--connections", "3",
+                                             "--steps", "100"])
+        #expect(status == 0, "\(out)")
+        let phase2 = try #require(out.split(separator: "\n").first { $0.hasPrefix("phase 2: ") })
+        #expect(phase2.contains("sessions=70 ") && phase2.contains("failed_requests=0") && phase2.contains("policies=refit-"))
+        #expect(out.contains("refit: promoted: ") && out.contains("failed requests 0"), "\(out)")
+        #expect(try reconciliationRows(try PGConnection(dsn: dsn)).isEmpty)
+        #expect(daemon.terminate() == 0)
+    }
+
+    /// A refit that cannot write its policy file says why and changes nothing.
+    @Test func refitThatCannotWriteChangesNothing() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: Self.config)
+        try daemon.start()
+        let users = try UserSimulation(table: try Self.table(), pool: try daemon.configuration().pool)
+        #expect(users.run(SimulationOptions(socketPath: daemon.socketPath, sessions: 70, connections: 2, rho: 0.2...0.6,
+                                            account: nil, lambda: nil, seed: 4, prefix: "w")).failedRequests == 0)
+        var config = try daemon.configuration()
+        // A regular file where the policy folder should be: no write can succeed (even as root).
+        let blocker = daemon.directory + "/not-a-folder"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: blocker))
+        config.refit.policyDirectory = blocker
+        let db = try PGConnection(dsn: dsn)
+        #expect {
+            try RefitJob.run(configuration: config, db: db, log: { _ in })
+        } throws: { "\($0)".contains(blocker) }
+        #expect(try db.policies().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: config.activePolicyLink))
+        #expect(try daemon.client().request("OPEN w-after budget=1000000").hasPrefix("OK"))
+        #expect(LineClient.fields(try daemon.client().request("ROUTE w-after tokens=10"))["policy"] == "cold-start-pacing")
         #expect(daemon.terminate() == 0)
     }
 }

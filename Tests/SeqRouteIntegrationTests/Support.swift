@@ -3,6 +3,7 @@
 // A test that needs PostgreSQL fails when it cannot get one; nothing is skipped.
 
 import Foundation
+import SeqRouteCore
 import SeqRouteLedger
 import SeqRouteServer
 import Testing
@@ -142,6 +143,12 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     func client() throws -> LineClient { try LineClient(path: socketPath) }
+
+    /// The configuration the daemon runs with, flags included.
+    func configuration() throws -> Configuration {
+        try DaemonOptions(configPath: configPath, dsn: dsn, socketPath: socketPath, dataDirectory: directory,
+                          sqlDirectory: nil).loadConfiguration()
+    }
 
     deinit { kill9() }
 }
