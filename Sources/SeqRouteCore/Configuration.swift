@@ -16,6 +16,8 @@ public struct Configuration: Sendable, Equatable {
     public var socketPath = "/run/seqroute/seqroute.sock"
     public var socketMode: UInt32 = 0o660
     public var maxLineBytes = 65_536
+    /// Connections beyond this are answered `ERR busy` and closed.
+    public var maxConnections = 4_096
     // [ledger]
     /// Empty: start the embedded PostgreSQL cluster in `dataDirectory`.
     public var dsn = ""
@@ -63,7 +65,7 @@ public struct Configuration: Sendable, Equatable {
         for k in doc.keys where !known.contains(k) {
             throw ConfigError(key: k, "unknown section or key")
         }
-        var server = try Section(doc, "server", ["socket", "socket_mode", "max_line_bytes"])
+        var server = try Section(doc, "server", ["socket", "socket_mode", "max_line_bytes", "max_connections"])
         c.socketPath = try server.string("socket") ?? c.socketPath
         if let mode = try server.string("socket_mode") {
             guard let m = UInt32(mode, radix: 8), m <= 0o777 else {
@@ -72,6 +74,7 @@ public struct Configuration: Sendable, Equatable {
             c.socketMode = m
         }
         c.maxLineBytes = try server.int("max_line_bytes", 64...16_777_216) ?? c.maxLineBytes
+        c.maxConnections = try server.int("max_connections", 1...1_000_000) ?? c.maxConnections
 
         var ledger = try Section(doc, "ledger", ["dsn", "data_dir", "hold_expiry_seconds", "default_account",
                                                  "default_account_cap", "max_batch"])

@@ -38,7 +38,8 @@ public final class LineClient {
     public func send(raw: [UInt8]) throws {
         var off = 0
         while off < raw.count {
-            let n = raw[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            // MSG_NOSIGNAL: a daemon that closed the connection is an error here, not SIGPIPE.
+            let n = raw[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard n > 0 else { throw ServerError("write failed: \(String(cString: strerror(errno)))") }
             off += n
         }

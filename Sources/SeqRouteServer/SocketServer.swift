@@ -71,6 +71,9 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var busy = false
     private var draining = false
     private var readingPaused = false
+    /// An answer is waiting in the outbound buffer of a client that does not read: the next
+    /// request waits for the client, so a connection never holds more than one buffer of answers.
+    private var waitingForClient = false
     private var context: ChannelHandlerContext?
     /// Lines a client may pipeline before the server stops reading from it.
     private let maxPending = 256
@@ -158,16 +161,54 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 buffer.writeString(reply)
                 buffer.writeInteger(UInt8(ascii: "\n"))
                 context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
-                self.runNext()
+                if context.channel.isWritable { self.runNext() } else { self.waitingForClient = true }
             }
         }
     }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && waitingForClient {
+            waitingForClient = false
+            runNext()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+}
+
+/// Answers a connection over the limit with one line and closes it.
+final class RefusingHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 80)
+        buffer.writeString(ProtocolError("busy", "the daemon has \(limit) connections open, its limit; try again later").line + "\n")
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// The open connections, so that shutdown can drain them.
 final class ConnectionRegistry: @unchecked Sendable {
     private let lock = NSLock()
     private var handlers: [ObjectIdentifier: (ConnectionHandler, EventLoop)] = [:]
+
+    private var admitted = 0
+
+    /// Counts a new connection in, unless `limit` are open already; the caller calls
+    /// `leave()` when an admitted connection closes.
+    func admit(limit: Int) -> Bool {
+        lock.withLock {
+            guard admitted < limit else { return false }
+            admitted += 1
+            return true
+        }
+    }
+    func leave() { lock.withLock { admitted -= 1 } }
 
     func add(_ h: ConnectionHandler, on loop: EventLoop) { lock.withLock { handlers[ObjectIdentifier(h)] = (h, loop) } }
     func remove(_ h: ConnectionHandler) { lock.withLock { _ = handlers.removeValue(forKey: ObjectIdentifier(h)) } }
@@ -213,7 +254,7 @@ public final class SocketServer: @unchecked Sendable {
 
     /// Adopts `passed` (the socket systemd passed, see `passedSocket()`), else binds the socket
     /// path (refusing one another daemon listens on) and sets its mode.
-    public func start(mode: UInt32, maxLineBytes: Int, passed: Int32?) throws {
+    public func start(mode: UInt32, maxLineBytes: Int, maxConnections: Int, passed: Int32?) throws {
         let router = self.router, registry = self.registry
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
@@ -221,6 +262,11 @@ public final class SocketServer: @unchecked Sendable {
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard registry.admit(limit: maxConnections) else {
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: maxConnections))
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in registry.leave() }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes))

@@ -1,0 +1,76 @@
+import Foundation
+import SeqRouteServer
+import Testing
+
+@Suite(.serialized) struct ConnectionLimitTests {
+    /// Past `max_connections` a connection gets `ERR busy` and is closed; the others are
+    /// served, and a place that frees up is taken again.
+    @Test func connectionsOverTheLimitAreRefusedAndOthersServed() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
+            of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = 6"))
+        try daemon.start()
+        usleep(300_000)  // the start-up probe's connection closes on the daemon's side
+        var open = try (0..<6).map { _ in try daemon.client() }
+        for c in open { #expect(try c.request("PING") == "OK pong") }
+        let extra = try daemon.client()
+        let refused = try extra.readLine()
+        #expect(refused?.hasPrefix("ERR busy ") == true, "\(String(describing: refused))")
+        #expect(try extra.readLine() == nil)
+        #expect(try open[0].request("PING") == "OK pong")
+
+        open.removeLast(2)  // closes two
+        var admitted = false
+        for _ in 0..<100 where !admitted {
+            if let c = try? daemon.client(), (try? c.request("PING")) == "OK pong" { admitted = true } else { usleep(20_000) }
+        }
+        #expect(admitted)
+        #expect(daemon.terminate() == 0)
+    }
+
+    /// A client that pipelines without reading its answers is not served past what its socket
+    /// holds: the daemon's memory stays put, other clients are answered at once, and every
+    /// answer arrives, in order, once the client reads.
+    @Test func aClientThatDoesNotReadHoldsOnlyBoundedMemory() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let greedy = try daemon.client()
+        let lines = 60_000
+        // Writing (this thread) and reading (the test) touch different parts of the client.
+        final class Writer: @unchecked Sendable {
+            let client: LineClient
+            init(_ client: LineClient) { self.client = client }
+        }
+        let writer = Writer(greedy)
+        let sender = Thread {
+            try? writer.client.send(raw: Array(String(repeating: "PING\n", count: lines).utf8))
+        }
+        sender.start()
+        // The daemon stops taking requests from it once its answers fill the socket: the
+        // request count stalls far below what was sent.
+        let watcher = try daemon.client()
+        func served() throws -> Int { Int(LineClient.fields(try watcher.request("STATS"))["requests"] ?? "") ?? -1 }
+        var last = -10, now = try served()
+        while now - last > 1 {  // each STATS counts itself
+            usleep(500_000)
+            (last, now) = (now, try served())
+        }
+        #expect(now < lines / 2, "\(now) requests answered to a client that reads none")
+        let rss = try String(contentsOfFile: "/proc/\(daemon.pid)/status", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+            .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) } ?? Int.max
+        #expect(rss < 200_000, "daemon RSS \(rss) kB")
+        let other = try daemon.client()
+        let t0 = Date()
+        #expect(try other.request("PING") == "OK pong")
+        #expect(Date().timeIntervalSince(t0) < 1)
+        var answered = 0
+        while answered < lines, let answer = try greedy.readLine() {
+            guard answer == "OK pong" else { break }
+            answered += 1
+        }
+        #expect(answered == lines)
+        #expect(daemon.terminate() == 0)
+    }
+}
