@@ -1,12 +1,16 @@
 // `seqroute loadgen`: whole sessions (OPEN, ROUTE and REPORT per turn, CLOSE) over N
-// connections, one thread each; prints decisions per second and ROUTE latency percentiles.
+// connections, one thread each, spread over one or more daemons' sockets; prints decisions per
+// second and ROUTE latency percentiles. With a ledger to watch, it also samples the account's
+// spent + held against its cap all through the run.
 
 import Foundation
 import Histogram
 import SeqRouteCore
+import SeqRouteLedger
 
 public struct LoadOptions: Sendable {
-    public var socketPath: String
+    /// Connection c goes to socketPaths[c % count].
+    public var socketPaths: [String]
     public var connections: Int
     public var sessions: Int
     public var turns: Int
@@ -15,10 +19,13 @@ public struct LoadOptions: Sendable {
     /// Target decisions per second over all connections; 0 runs flat out.
     public var rate: Double
     public var seed: UInt64
+    /// A libpq connection string: sample `account`'s spent + held against its cap meanwhile.
+    public var watchDSN: String?
 
-    public init(socketPath: String, connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
-                rate: Double, seed: UInt64) {
-        self.socketPath = socketPath
+    public init(socketPaths: [String], connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
+                rate: Double, seed: UInt64, watchDSN: String? = nil) {
+        self.socketPaths = socketPaths
+        self.watchDSN = watchDSN
         self.connections = connections
         self.sessions = sessions
         self.turns = turns
@@ -36,10 +43,16 @@ public struct LoadReport: Sendable {
     public var firstErrors: [String]
     public var seconds: Double
     public var p50: Double, p99: Double, p999: Double, max: Double
+    /// The watched account: samples taken, the largest spent + held seen, samples over the cap.
+    public var watch: (samples: Int, largest: Int64, cap: Int64, overCap: Int)?
 
     public var summary: String {
-        String(format: "decisions=%d seconds=%.2f decisions_per_second=%.0f route_p50_ms=%.3f route_p99_ms=%.3f route_p999_ms=%.3f route_max_ms=%.3f bankrupt_turns=%d errors=%d",
-               decisions, seconds, Double(decisions) / seconds, p50, p99, p999, max, bankrupt, errors)
+        var s = String(format: "decisions=%d seconds=%.2f decisions_per_second=%.0f route_p50_ms=%.3f route_p99_ms=%.3f route_p999_ms=%.3f route_max_ms=%.3f bankrupt_turns=%d errors=%d",
+                       decisions, seconds, Double(decisions) / seconds, p50, p99, p999, max, bankrupt, errors)
+        if let w = watch {
+            s += " watch_samples=\(w.samples) largest_spent_plus_held=\(w.largest) cap=\(w.cap) samples_over_cap=\(w.overCap)"
+        }
+        return s
     }
 }
 
@@ -51,6 +64,12 @@ public enum LoadGenerator {
         let started = DispatchTime.now().uptimeNanoseconds
         // Each connection paces its own share of the rate: one decision every `interval` ns.
         let interval = o.rate > 0 ? UInt64(1e9 * Double(o.connections) / o.rate) : 0
+
+        let watcher = try o.watchDSN.map { dsn -> AccountWatcher in
+            guard let account = o.account else { throw ServerError("watching a ledger needs --account") }
+            return try AccountWatcher(dsn: dsn, account: account)
+        }
+        watcher?.start()
 
         for c in 0..<o.connections {
             let mySessions = o.sessions / o.connections + (c < o.sessions % o.connections ? 1 : 0)
@@ -68,7 +87,7 @@ public enum LoadGenerator {
                     if myFirstErrors.count < 3 { myFirstErrors.append(what) }
                 }
                 do {
-                    let client = try LineClient(path: o.socketPath)
+                    let client = try LineClient(path: o.socketPaths[c % o.socketPaths.count])
                     for s in 0..<mySessions {
                         let id = "lg-\(runID)-\(c)-\(s)"
                         var open = "OPEN \(id) budget=\(o.budget) horizon=\(o.turns)"
@@ -120,7 +139,47 @@ public enum LoadGenerator {
                           p50: Double(h.valueAtPercentile(50)) / 1000,
                           p99: Double(h.valueAtPercentile(99)) / 1000,
                           p999: Double(h.valueAtPercentile(99.9)) / 1000,
-                          max: Double(h.max) / 1000)
+                          max: Double(h.max) / 1000, watch: watcher?.finish())
+    }
+
+    /// Reads one account's cap and spent + held over and over on its own connection.
+    private final class AccountWatcher: @unchecked Sendable {
+        private let db: PGConnection
+        private let account: String
+        private let lock = NSLock()
+        private var stop = false
+        private var samples = 0, overCap = 0
+        private var largest: Int64 = 0, cap: Int64 = 0
+        private let done = DispatchSemaphore(value: 0)
+
+        init(dsn: String, account: String) throws {
+            db = try PGConnection(dsn: dsn)
+            self.account = account
+        }
+
+        func start() {
+            Thread {
+                while !self.lock.withLock({ self.stop }) {
+                    if let row = try? self.db.query("SELECT cap, spent + held FROM accounts WHERE id = $1", [self.account]).first,
+                       let cap = row.int64(0), let committed = row.int64(1) {
+                        self.lock.withLock {
+                            self.samples += 1
+                            self.cap = cap
+                            self.largest = Swift.max(self.largest, committed)
+                            if committed > cap { self.overCap += 1 }
+                        }
+                    }
+                    usleep(1_000)
+                }
+                self.done.signal()
+            }.start()
+        }
+
+        func finish() -> (samples: Int, largest: Int64, cap: Int64, overCap: Int) {
+            lock.withLock { stop = true }
+            done.wait()
+            return lock.withLock { (samples, largest, cap, overCap) }
+        }
     }
 
     /// What the connection threads add up, under one lock.

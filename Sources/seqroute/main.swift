@@ -143,7 +143,8 @@ struct LoadGen: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadgen",
         abstract: "Run whole sessions against a daemon; print decisions per second and ROUTE latency.")
-    @Option(help: "Socket path.") var socket: String = "/run/seqroute/seqroute.sock"
+    @Option(help: "Socket path; give it once per daemon to spread the connections over several.")
+    var socket: [String] = ["/run/seqroute/seqroute.sock"]
     @Option(help: "Concurrent connections.") var connections: Int = 64
     @Option(help: "Sessions in all.") var sessions: Int = 2_000
     @Option(help: "Turns per session.") var turns: Int = 8
@@ -151,20 +152,23 @@ struct LoadGen: ParsableCommand {
     @Option(help: "Account of the sessions (default: the daemon's default account).") var account: String?
     @Option(help: "Target decisions per second over all connections (0: as fast as possible).") var rate: Double = 0
     @Option(help: "Seed.") var seed: UInt64 = 1
+    @Option(help: "A libpq connection string of the ledger: sample --account's spent + held against its cap all through the run.")
+    var watchDsn: String?
 
     func validate() throws {
+        if watchDsn != nil && account == nil { throw ValidationError("--watch-dsn needs --account") }
         guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0 else {
             throw ValidationError("connections, sessions, turns and budget must be positive; rate non-negative")
         }
     }
 
     func run() throws {
-        let report = try LoadGenerator.run(LoadOptions(socketPath: socket, connections: connections, sessions: sessions,
+        let report = try LoadGenerator.run(LoadOptions(socketPaths: socket, connections: connections, sessions: sessions,
                                                        turns: turns, budget: budget, account: account, rate: rate,
-                                                       seed: seed))
+                                                       seed: seed, watchDSN: watchDsn))
         print(report.summary)
         for e in report.firstErrors.prefix(5) { print("error: \(e)") }
-        if report.errors > 0 { throw ExitCode(1) }
+        if report.errors > 0 || (report.watch?.overCap ?? 0) > 0 { throw ExitCode(1) }
     }
 }
 

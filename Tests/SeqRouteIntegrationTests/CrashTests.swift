@@ -1,0 +1,77 @@
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+import SeqRouteServer
+import Testing
+
+@Suite(.serialized) struct CrashTests {
+    /// Clients keep routing and reporting while the daemon is killed with SIGKILL three times
+    /// and started again. Every ROUTE and REPORT a client got OK for is in the ledger as
+    /// answered; after the expiry time no hold is open; the ledger reconciles.
+    @Test func repeatedKill9UnderLoadLosesNothingAcknowledged() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
+            of: "hold_expiry_seconds = 600", with: "hold_expiry_seconds = 1"))
+        try daemon.start()
+
+        final class Acknowledged: @unchecked Sendable {
+            let lock = NSLock()
+            var routes: [String: Int64] = [:]    // "session/turn" → hold
+            var reports: [String: Int64] = [:]   // "session/turn" → cost
+            var stop = false
+        }
+        let acked = Acknowledged()
+        let group = DispatchGroup()
+        for client in 0..<8 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                var random = SplitMix64(seed: UInt64(client) + 5)
+                var session = 0
+                while !acked.lock.withLock({ acked.stop }) {
+                    guard let c = try? daemon.client() else { usleep(20_000); continue }
+                    let id = "k\(client)-\(session)"
+                    session += 1
+                    guard (try? c.request("OPEN \(id) budget=5000000 horizon=6"))?.hasPrefix("OK") == true else { continue }
+                    for _ in 0..<6 {
+                        guard let routed = try? c.request("ROUTE \(id) tokens=\(10 + random.next() % 200)"),
+                              routed.hasPrefix("OK") else { break }
+                        let f = LineClient.fields(routed)
+                        guard let turn = f["turn"], let hold = f["hold"].flatMap({ Int64($0) }) else { continue }
+                        acked.lock.withLock { acked.routes["\(id)/\(turn)"] = hold }
+                        if random.next() % 4 == 0 { continue }  // left to expire
+                        let cost = Int64(random.next() % UInt64(hold + 1))
+                        guard let reported = try? c.request("REPORT \(id) \(turn) cost=\(cost) quality=0.5"),
+                              reported.hasPrefix("OK") else { break }
+                        acked.lock.withLock { acked.reports["\(id)/\(turn)"] = cost }
+                    }
+                }
+            }.start()
+        }
+        for _ in 0..<3 {
+            usleep(700_000)
+            daemon.kill9()
+            usleep(100_000)
+            try daemon.start()
+        }
+        usleep(700_000)
+        acked.lock.withLock { acked.stop = true }
+        group.wait()
+        sleep(3)  // past the 1 s expiry and a sweep
+
+        let db = try PGConnection(dsn: dsn)
+        var rows: [String: (hold: Int64, status: String, cost: Int64?)] = [:]
+        for r in try db.query("SELECT session_id || '/' || turn, hold, status, cost FROM decisions") {
+            rows[r[0]!] = (r.int64(1)!, r[2]!, r.int64(3))
+        }
+        let (routes, reports) = acked.lock.withLock { (acked.routes, acked.reports) }
+        #expect(routes.count > 50 && reports.count > 30)
+        for (key, hold) in routes { #expect(rows[key]?.hold == hold, "acknowledged ROUTE \(key) missing or changed") }
+        for (key, cost) in reports {
+            #expect(rows[key]?.status == "reported" && rows[key]?.cost == cost, "acknowledged REPORT \(key): \(String(describing: rows[key]))")
+        }
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE status = 'held'")[0][0] == "0")
+        #expect(try reconciliationRows(db).isEmpty)
+        #expect(daemon.terminate() == 0)
+    }
+}
