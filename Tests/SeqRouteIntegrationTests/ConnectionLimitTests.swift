@@ -1,4 +1,6 @@
 import Foundation
+import SeqRouteCore
+import SeqRouteLedger
 import SeqRouteServer
 import Testing
 
@@ -71,6 +73,46 @@ import Testing
             answered += 1
         }
         #expect(answered == lines)
+        #expect(daemon.terminate() == 0)
+    }
+
+    /// Thousands of random lines pipelined at once: random bytes (NUL and non-UTF-8 included)
+    /// and verbs with random arguments. Every line gets exactly one answer, each an ERR with a
+    /// code or a well-formed OK; the daemon lives on and the ledger does not change.
+    @Test func pipelinedGarbageGetsOneWellFormedAnswerPerLine() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let db = try PGConnection(dsn: dsn)
+        let c = try daemon.client()
+        _ = try c.request("OPEN g budget=100000")
+        let before = try ledgerFingerprint(db)
+        var random = SplitMix64(seed: 77)
+        let verbs = ["PING", "OPEN", "ROUTE", "REPORT", "FEEDBACK", "CLOSE", "STATUS", "STATS", "route", "OPEN g", "REPORT g 1"]
+        var input: [UInt8] = []
+        let count = 3_000
+        for i in 0..<count {
+            var line: [UInt8] = i % 2 == 0 ? Array(verbs[Int(random.next() % UInt64(verbs.count))].utf8) + [0x20] : []
+            for _ in 0..<Int(random.next() % 120) {
+                // Any byte but the newline, and no '=' so that no argument is ever valid.
+                var b = UInt8(truncatingIfNeeded: random.next())
+                if b == 0x0A || b == 0x3D { b = 0x25 }
+                line.append(b)
+            }
+            input += line + [0x0A]
+        }
+        try c.send(raw: input)
+        var answers = 0
+        while answers < count, let answer = try c.readLine() {
+            answers += 1
+            let words = answer.split(separator: " ", omittingEmptySubsequences: false)
+            let wellFormed = answer == "OK" || answer.hasPrefix("OK ")
+                || (words.count >= 3 && words[0] == "ERR" && words[1].allSatisfy { $0.isLowercase || $0 == "_" })
+            #expect(wellFormed && answer.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7F }, "\(answer)")
+        }
+        #expect(answers == count)
+        #expect(try c.request("PING") == "OK pong")
+        #expect(try ledgerFingerprint(db) == before)
         #expect(daemon.terminate() == 0)
     }
 }
