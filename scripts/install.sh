@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs SeqRoute where its systemd units expect it:
-#   <prefix>/bin/seqroute, <prefix>/share/seqroute/sql/, <prefix>/share/doc/seqroute/,
+#   <prefix>/bin/seqroute, <prefix>/share/seqroute/sql/ (and sql/functions/), <prefix>/share/doc/seqroute/,
 #   <sysconfdir>/seqroute/seqroute.toml (kept if present), the units in <unitdir>,
 #   and the seqroute system user. Then: systemctl daemon-reload &&
 #   systemctl enable --now seqroute.socket seqroute seqroute-refit.timer
@@ -27,9 +27,10 @@ if [ -z "$binary" ]; then
 fi
 [ -x "$binary" ] || { echo "install.sh: $binary is not an executable" >&2; exit 1; }
 
-install -d "$prefix/bin" "$prefix/share/seqroute/sql" "$prefix/share/doc/seqroute" "$sysconfdir/seqroute" "$unitdir"
+install -d "$prefix/bin" "$prefix/share/seqroute/sql/functions" "$prefix/share/doc/seqroute" "$sysconfdir/seqroute" "$unitdir"
 install -m 0755 "$binary" "$prefix/bin/seqroute"
 install -m 0644 sql/*.sql "$prefix/share/seqroute/sql/"
+install -m 0644 sql/functions/*.sql "$prefix/share/seqroute/sql/functions/"
 install -m 0644 README.md docs/*.md "$prefix/share/doc/seqroute/"
 for unit in systemd/*.service systemd/*.socket systemd/*.timer; do
     sed -e "s#/usr/local#$prefix#g" -e "s#/etc/seqroute/#$sysconfdir/seqroute/#g" "$unit" > "$unitdir/$(basename "$unit")"

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // The daemon's configuration (config/seqroute.toml), validated: a bad value is refused with a
 // message that names its key.
 
@@ -18,6 +22,11 @@ public struct Configuration: Sendable, Equatable {
     public var maxLineBytes = 65_536
     /// Connections beyond this are answered `ERR busy` and closed.
     public var maxConnections = 4_096
+    /// Group of the socket file the daemon binds; nil: the daemon's own.
+    public var socketGroup: UInt32?
+    /// Who may connect (by SO_PEERCRED); both empty: whoever the socket's mode lets in.
+    public var allowedUIDs: [UInt32] = []
+    public var allowedGIDs: [UInt32] = []
     // [ledger]
     /// Empty: start the embedded PostgreSQL cluster in `dataDirectory`.
     public var dsn = ""
@@ -65,7 +74,8 @@ public struct Configuration: Sendable, Equatable {
         for k in doc.keys where !known.contains(k) {
             throw ConfigError(key: k, "unknown section or key")
         }
-        var server = try Section(doc, "server", ["socket", "socket_mode", "max_line_bytes", "max_connections"])
+        var server = try Section(doc, "server", ["socket", "socket_mode", "socket_group", "max_line_bytes",
+                                                 "max_connections", "allowed_uids", "allowed_groups"])
         c.socketPath = try server.string("socket") ?? c.socketPath
         if let mode = try server.string("socket_mode") {
             guard let m = UInt32(mode, radix: 8), m <= 0o777 else {
@@ -75,6 +85,22 @@ public struct Configuration: Sendable, Equatable {
         }
         c.maxLineBytes = try server.int("max_line_bytes", 64...16_777_216) ?? c.maxLineBytes
         c.maxConnections = try server.int("max_connections", 1...1_000_000) ?? c.maxConnections
+        if let g = try server.string("socket_group"), !g.isEmpty { c.socketGroup = try groupID(g, key: "server.socket_group") }
+        c.allowedUIDs = try server.list("allowed_uids").map { v in
+            guard case .integer(let i) = v, let uid = UInt32(exactly: i) else {
+                throw ConfigError(key: "server.allowed_uids", "must be a list of numeric uids")
+            }
+            return uid
+        }
+        c.allowedGIDs = try server.list("allowed_groups").map { v in
+            switch v {
+            case .integer(let i):
+                guard let gid = UInt32(exactly: i) else { throw ConfigError(key: "server.allowed_groups", "\(i) is not a gid") }
+                return gid
+            case .string(let name): return try groupID(name, key: "server.allowed_groups")
+            default: throw ConfigError(key: "server.allowed_groups", "must be a list of group names or gids")
+            }
+        }
 
         var ledger = try Section(doc, "ledger", ["dsn", "data_dir", "hold_expiry_seconds", "default_account",
                                                  "default_account_cap", "max_batch"])
@@ -189,6 +215,13 @@ public struct Configuration: Sendable, Equatable {
         public init() {}
     }
 
+    /// A group name or a numeric gid, resolved now, so that a typo is refused at load time.
+    static func groupID(_ name: String, key: String) throws -> UInt32 {
+        if let gid = UInt32(name) { return gid }
+        guard let group = getgrnam(name) else { throw ConfigError(key: key, "no group named \(name)") }
+        return group.pointee.gr_gid
+    }
+
     /// One section's values; reading a key removes it, so leftover keys are reported as unknown.
     private struct Section {
         var values: [String: TOMLValue]
@@ -223,6 +256,11 @@ public struct Configuration: Sendable, Equatable {
                 throw ConfigError(key: "\(path).\(k)", "must be an integer in \(range.lowerBound)...\(range.upperBound)")
             }
             return n
+        }
+        mutating func list(_ k: String) throws -> [TOMLValue] {
+            guard let v = values.removeValue(forKey: k) else { return [] }
+            guard case .array(let items) = v else { throw ConfigError(key: "\(path).\(k)", "must be a list, found \(v.typeName)") }
+            return items
         }
         mutating func money(_ k: String) throws -> Int64? {
             guard let v = values.removeValue(forKey: k) else { return nil }

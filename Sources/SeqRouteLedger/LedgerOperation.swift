@@ -20,10 +20,14 @@ public struct RouteRecord: Sendable {
     public var feasible: [Bool]
     public var propensity: Double?
     public var scores: [Double]?
+    /// The uid of the client process (SO_PEERCRED), when known.
+    public var peerUID: UInt32?
 
     public init(session: String, turn: Int, model: String?, hold: Int64, minHold: Int64, policyVersion: String,
                 lambda: Double, poolID: String, task: String?, promptTokens: Int, features: [Double],
-                budgetState: [Double], holds: [Int64], feasible: [Bool], propensity: Double?, scores: [Double]?) {
+                budgetState: [Double], holds: [Int64], feasible: [Bool], propensity: Double?, scores: [Double]?,
+                peerUID: UInt32? = nil) {
+        self.peerUID = peerUID
         self.session = session
         self.turn = turn
         self.model = model
@@ -68,6 +72,7 @@ public enum LedgerOperation: Sendable {
             o.add("fe", pgArray(r.feasible.map { $0 ? "t" : "f" }))
             o.add("p", r.propensity)
             o.add("sc", r.scores.map { pgArray($0.map { "\($0)" }) })
+            o.add("pu", r.peerUID.map(Int64.init))
         case .report(let r):
             o.add("k", "report"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("c", r.cost)
             o.add("q", r.quality); o.add("i", r.inTokens.map(Int64.init)); o.add("o", r.outTokens.map(Int64.init))

@@ -1,10 +1,14 @@
 // Numbered SQL migrations from sql/, applied in order, each once (recorded in
-// schema_migrations). Several migrators at once serialize on an advisory lock.
+// schema_migrations); then the definitions in sql/functions/, each applied again whenever its
+// text changed (its SHA-256 is recorded in schema_definitions), so that a function is changed
+// by editing it rather than by copying it into a new migration. Several migrators at once
+// serialize on an advisory lock.
 
 import Foundation
 
 public struct Migration: Sendable {
-    public var version: Int
+    /// nil for a definition from sql/functions/.
+    public var version: Int?
     public var name: String
     public var sql: String
 }
@@ -27,13 +31,19 @@ public enum Migrations {
     }
 
     public static func load(from directory: String) throws -> [Migration] {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".sql") }.sorted()
-        return try names.map { name in
+        let fm = FileManager.default
+        let names = try fm.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".sql") }.sorted()
+        let numbered = try names.map { name in
             guard let version = Int(name.prefix(while: \.isNumber)) else {
                 throw PGError(sqlState: nil, message: "migration \(name) does not start with a number", connectionLost: false)
             }
             let sql = try String(contentsOfFile: directory + "/" + name, encoding: .utf8)
             return Migration(version: version, name: name, sql: sql)
+        }
+        let folder = directory + "/functions"
+        let definitions = ((try? fm.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".sql") }.sorted()
+        return try numbered + definitions.map {
+            Migration(version: nil, name: "functions/" + $0, sql: try String(contentsOfFile: folder + "/" + $0, encoding: .utf8))
         }
     }
 
@@ -46,21 +56,46 @@ public enum Migrations {
             CREATE TABLE IF NOT EXISTS schema_migrations (
                 version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
             """)
+        try db.execute(script: """
+            CREATE TABLE IF NOT EXISTS schema_definitions (
+                name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
+            """)
         let done = Set(try db.query("SELECT version FROM schema_migrations").compactMap { $0.int(0) })
         var applied: [String] = []
-        for m in migrations.sorted(by: { $0.version < $1.version }) where !done.contains(m.version) {
-            do {
-                try db.execute(script: "BEGIN")
+        let numbered = migrations.compactMap { m in m.version.map { ($0, m) } }.sorted { $0.0 < $1.0 }
+        for (version, m) in numbered where !done.contains(version) {
+            try transaction(m.name, on: db) {
                 try db.execute(script: m.sql)
-                try db.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(m.version), m.name])
-                try db.execute(script: "COMMIT")
-            } catch {
-                _ = try? db.execute(script: "ROLLBACK")
-                throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration \(m.name) failed: \(error)",
-                              connectionLost: (error as? PGError)?.connectionLost ?? false)
+                try db.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(version), m.name])
+            }
+            applied.append(m.name)
+        }
+        let recorded = Dictionary(uniqueKeysWithValues: try db.query("SELECT name, sha256 FROM schema_definitions")
+            .map { ($0[0] ?? "", $0[1] ?? "") })
+        for m in migrations where m.version == nil {
+            let sum = try db.query("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", [m.sql])[0][0] ?? ""
+            guard recorded[m.name] != sum else { continue }
+            try transaction(m.name, on: db) {
+                try db.execute(script: m.sql)
+                try db.query("""
+                    INSERT INTO schema_definitions (name, sha256) VALUES ($1, $2)
+                    ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()
+                    """, [m.name, sum])
             }
             applied.append(m.name)
         }
         return applied
+    }
+
+    private static func transaction(_ name: String, on db: PGConnection, _ body: () throws -> Void) throws {
+        do {
+            try db.execute(script: "BEGIN")
+            try body()
+            try db.execute(script: "COMMIT")
+        } catch {
+            _ = try? db.execute(script: "ROLLBACK")
+            throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration \(name) failed: \(error)",
+                          connectionLost: (error as? PGError)?.connectionLost ?? false)
+        }
     }
 }

@@ -108,8 +108,9 @@ public enum Daemon {
         }
         let router = Router(setup: setup, committer: committer, reloader: reloader)
         let server = SocketServer(router: router, path: config.socketPath)
-        do { try server.start(mode: config.socketMode, maxLineBytes: config.maxLineBytes,
-                             maxConnections: config.maxConnections, passed: passedSocket) } catch {
+        do { try server.start(mode: config.socketMode, socketGroup: config.socketGroup, maxLineBytes: config.maxLineBytes,
+                             maxConnections: config.maxConnections,
+                             peers: PeerPolicy(uids: config.allowedUIDs, gids: config.allowedGIDs), passed: passedSocket) } catch {
             logLine("<3>cannot listen on \(config.socketPath): \(error)")
             committer.stop()
             return 69

@@ -74,9 +74,14 @@ public final class LineClient {
         }
     }
 
-    /// Sends one request and waits for its answer.
+    /// Sends one request and waits for its answer. A daemon that refuses the connection
+    /// (`ERR busy`, `ERR forbidden`) answers and closes before the request is read: that answer
+    /// is returned rather than the failed write.
     public func request(_ line: String) throws -> String {
-        try send(line)
+        do { try send(line) } catch {
+            if let refusal = try? readLine() { return refusal }
+            throw error
+        }
         guard let answer = try readLine() else { throw ServerError("the server closed the connection") }
         return answer
     }

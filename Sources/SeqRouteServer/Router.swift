@@ -89,8 +89,8 @@ public final class Router: @unchecked Sendable {
         return setup
     }
 
-    /// Answers one line (without its newline).
-    public func answer(line: some Collection<UInt8>) async -> String {
+    /// Answers one line (without its newline); `peerUID` is the client's uid, which ROUTE records.
+    public func answer(line: some Collection<UInt8>, peerUID: UInt32? = nil) async -> String {
         let started = DispatchTime.now().uptimeNanoseconds
         let reply: String
         var isRoute = false
@@ -99,17 +99,17 @@ public final class Router: @unchecked Sendable {
             reply = e.line
         case .success(let request):
             if case .route = request { isRoute = true }
-            reply = await handle(request)
+            reply = await handle(request, peerUID: peerUID)
         }
         stats.record(reply: reply, isRoute: isRoute, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
         return reply
     }
 
-    func handle(_ request: Request) async -> String {
+    func handle(_ request: Request, peerUID: UInt32?) async -> String {
         switch request {
         case .ping: return "OK pong"
         case .open(let r): return await open(r)
-        case .route(let r): return await route(r)
+        case .route(let r): return await route(r, peerUID: peerUID)
         case .report(let r): return await report(r)
         case let .feedback(session, turn, quality):
             return await ledger(.feedback(session: session, turn: turn, quality: quality)) { _ in "OK" }
@@ -147,7 +147,7 @@ public final class Router: @unchecked Sendable {
         }
     }
 
-    private func route(_ r: RouteRequest) async -> String {
+    private func route(_ r: RouteRequest, peerUID: UInt32?) async -> String {
         let active = current
         let config = active.configuration
         let pool = config.pool
@@ -189,7 +189,8 @@ public final class Router: @unchecked Sendable {
                 promptTokens: tokens, features: features,
                 budgetState: [Double(turn), Double(view.horizon ?? 0), Double(view.budget), Double(view.spent),
                               Double(view.held), Double(view.accountRemaining)],
-                holds: holds, feasible: context.feasible, propensity: decision?.propensity, scores: decision?.scores)
+                holds: holds, feasible: context.feasible, propensity: decision?.propensity, scores: decision?.scores,
+                peerUID: peerUID)
             let result = await committer.submit(.route(record))
             switch result {
             case .failure(let f): return failureLine(f)

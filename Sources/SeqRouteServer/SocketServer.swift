@@ -78,10 +78,14 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Lines a client may pipeline before the server stops reading from it.
     private let maxPending = 256
 
-    init(router: Router, registry: ConnectionRegistry, maxLineBytes: Int) {
+    /// The client process's uid (SO_PEERCRED); every ROUTE of this connection records it.
+    private let peerUID: UInt32?
+
+    init(router: Router, registry: ConnectionRegistry, maxLineBytes: Int, peerUID: UInt32?) {
         self.router = router
         self.registry = registry
         self.maxLineBytes = maxLineBytes
+        self.peerUID = peerUID
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -152,9 +156,9 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let bytes = Array(line.readableBytesView)
         let loop = context.eventLoop
-        let router = self.router
+        let router = self.router, peerUID = self.peerUID
         Task {
-            let reply = await router.answer(line: bytes)
+            let reply = await router.answer(line: bytes, peerUID: peerUID)
             loop.execute {
                 guard let context = self.context else { return }
                 var buffer = context.channel.allocator.buffer(capacity: reply.utf8.count + 1)
@@ -175,21 +179,59 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// Answers a connection over the limit with one line and closes it.
+/// Answers a connection it will not serve with one ERR line, and closes it.
 final class RefusingHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-    private let limit: Int
+    private let error: ProtocolError
 
-    init(limit: Int) { self.limit = limit }
+    init(_ error: ProtocolError) { self.error = error }
 
-    func channelActive(context: ChannelHandlerContext) {
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) { refuse(context) }
+
+    private func refuse(_ context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 80)
-        buffer.writeString(ProtocolError("busy", "the daemon has \(limit) connections open, its limit; try again later").line + "\n")
+        buffer.writeString(error.line + "\n")
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+/// struct ucred of <sys/socket.h> (pid, uid, gid), which Swift's Glibc module does not export:
+/// SO_PEERCRED fills three 32-bit fields in this order, which is how Swift lays out these three.
+struct PeerCredentials: Sendable {
+    var pid: Int32
+    var uid: UInt32
+    var gid: UInt32
+}
+
+/// Who may use the daemon: everyone who can open the socket when both lists are empty; else
+/// the listed uids, members of the listed groups (primary group from SO_PEERCRED, or a
+/// supplementary group of the peer's user), and always the daemon's own uid (its tools:
+/// ExecReload, the refit).
+public struct PeerPolicy: Sendable {
+    public var uids: Set<UInt32>
+    public var gids: Set<UInt32>
+
+    public init(uids: [UInt32], gids: [UInt32]) {
+        self.uids = Set(uids)
+        self.gids = Set(gids)
+    }
+
+    func allows(_ cred: PeerCredentials) -> Bool {
+        if uids.isEmpty && gids.isEmpty { return true }
+        if cred.uid == getuid() || uids.contains(cred.uid) || gids.contains(cred.gid) { return true }
+        guard !gids.isEmpty, let pw = getpwuid(cred.uid) else { return false }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        guard getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count) >= 0 else { return false }
+        return groups.prefix(Int(count)).contains { gids.contains($0) }
+    }
 }
 
 /// The open connections, so that shutdown can drain them.
@@ -254,22 +296,37 @@ public final class SocketServer: @unchecked Sendable {
 
     /// Adopts `passed` (the socket systemd passed, see `passedSocket()`), else binds the socket
     /// path (refusing one another daemon listens on) and sets its mode.
-    public func start(mode: UInt32, maxLineBytes: Int, maxConnections: Int, passed: Int32?) throws {
+    public func start(mode: UInt32, socketGroup: UInt32?, maxLineBytes: Int, maxConnections: Int, peers: PeerPolicy,
+                      passed: Int32?) throws {
         let router = self.router, registry = self.registry
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 1024)
             .childChannelOption(ChannelOptions.autoRead, value: true)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // SO_PEERCRED: who is at the other end, as the kernel saw it at connect().
+                let credentials: EventLoopFuture<PeerCredentials> = (channel as? SocketOptionProvider).map {
+                    $0.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+                } ?? channel.eventLoop.makeFailedFuture(ServerError("no peer credentials on this channel"))
+                return credentials.map(Optional.some).recover { _ in nil }.flatMapThrowing { cred in
+                    let handlers = channel.pipeline.syncOperations
+                    if let cred, !peers.allows(cred) {
+                        try handlers.addHandler(RefusingHandler(ProtocolError("forbidden", "uid \(cred.uid) may not use this daemon")))
+                        return
+                    }
+                    if cred == nil && !(peers.uids.isEmpty && peers.gids.isEmpty) {
+                        try handlers.addHandler(RefusingHandler(ProtocolError("forbidden", "the client's credentials are unknown")))
+                        return
+                    }
                     guard registry.admit(limit: maxConnections) else {
-                        try channel.pipeline.syncOperations.addHandler(RefusingHandler(limit: maxConnections))
+                        try handlers.addHandler(RefusingHandler(ProtocolError(
+                            "busy", "the daemon has \(maxConnections) connections open, its limit; try again later")))
                         return
                     }
                     channel.closeFuture.whenComplete { _ in registry.leave() }
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes))
+                    try handlers.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
+                    try handlers.addHandler(ConnectionHandler(router: router, registry: registry, maxLineBytes: maxLineBytes,
+                                                              peerUID: cred?.uid))
                 }
             }
         if let fd = passed {
@@ -286,6 +343,9 @@ public final class SocketServer: @unchecked Sendable {
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         listener = try bootstrap
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
+        if let socketGroup, chown(path, uid_t.max, socketGroup) != 0 {
+            throw ServerError("cannot give \(path) to group \(socketGroup): \(String(cString: strerror(errno)))")
+        }
         guard chmod(path, mode_t(mode)) == 0 else {
             throw ServerError("cannot set mode \(String(mode, radix: 8)) on \(path)")
         }
