@@ -74,4 +74,89 @@ import Testing
         #expect(try reconciliationRows(db).isEmpty)
         #expect(daemon.terminate() == 0)
     }
+
+    /// PostgreSQL stops and starts again twice while clients route and report: meanwhile
+    /// requests fail fast with `unavailable`; service resumes by itself; every acknowledged
+    /// ROUTE and REPORT is in the ledger once, and no money movement is written twice.
+    @Test func ledgerRestartsUnderLoadLoseAndDuplicateNothing() throws {
+        let pg = try EmbeddedPostgres(directory: try makeTempDirectory("pg3"), database: "postgres")
+        try pg.start()
+        defer { pg.forceStop() }
+        try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: try PGConnection(dsn: pg.adminDSN))
+        let daemon = try DaemonProcess(dsn: pg.adminDSN)
+        try daemon.start()
+
+        final class Tally: @unchecked Sendable {
+            let lock = NSLock()
+            var routes: [String: Int64] = [:]
+            var reports: [String: Int64] = [:]
+            var unavailable = 0
+            var other: [String] = []
+            var stop = false
+        }
+        let tally = Tally()
+        let group = DispatchGroup()
+        for client in 0..<6 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                var random = SplitMix64(seed: UInt64(client) + 9)
+                guard let c = try? daemon.client() else { return }
+                func note(_ answer: String) {
+                    tally.lock.withLock {
+                        if answer.hasPrefix("ERR unavailable ") { tally.unavailable += 1 } else { tally.other.append(answer) }
+                    }
+                }
+                var session = 0
+                while !tally.lock.withLock({ tally.stop }) {
+                    let id = "r\(client)-\(session)"
+                    session += 1
+                    guard let opened = try? c.request("OPEN \(id) budget=5000000 horizon=4") else { return }
+                    guard opened.hasPrefix("OK") else { note(opened); usleep(50_000); continue }
+                    for _ in 0..<4 {
+                        guard let routed = try? c.request("ROUTE \(id) tokens=\(10 + random.next() % 200)") else { return }
+                        guard routed.hasPrefix("OK") else { note(routed); usleep(50_000); break }
+                        let f = LineClient.fields(routed)
+                        guard let turn = f["turn"], let hold = f["hold"].flatMap({ Int64($0) }) else { continue }
+                        tally.lock.withLock { tally.routes["\(id)/\(turn)"] = hold }
+                        let cost = Int64(random.next() % UInt64(hold + 1))
+                        // Retried until acknowledged: a REPORT is idempotent.
+                        while !tally.lock.withLock({ tally.stop }) {
+                            guard let reported = try? c.request("REPORT \(id) \(turn) cost=\(cost) quality=0.5") else { return }
+                            if reported.hasPrefix("OK") {
+                                tally.lock.withLock { tally.reports["\(id)/\(turn)"] = cost }
+                                break
+                            }
+                            note(reported)
+                            usleep(50_000)
+                        }
+                    }
+                }
+            }.start()
+        }
+        for _ in 0..<2 {
+            usleep(600_000)
+            pg.forceStop()
+            usleep(800_000)
+            try pg.start()
+        }
+        usleep(1_500_000)
+        tally.lock.withLock { tally.stop = true }
+        group.wait()
+
+        let db = try PGConnection(dsn: pg.adminDSN)
+        let (routes, reports, unavailable, other) = tally.lock.withLock { (tally.routes, tally.reports, tally.unavailable, tally.other) }
+        #expect(unavailable > 0, "the outages were not seen")
+        #expect(other.isEmpty, "\(other.prefix(5))")
+        #expect(routes.count > 30 && reports.count > 20)
+        var rows: [String: (hold: Int64, cost: Int64?)] = [:]
+        for r in try db.query("SELECT session_id || '/' || turn, hold, cost FROM decisions") { rows[r[0]!] = (r.int64(1)!, r.int64(2)) }
+        for (key, hold) in routes { #expect(rows[key]?.hold == hold, "acknowledged ROUTE \(key)") }
+        for (key, cost) in reports { #expect(rows[key]?.cost == cost, "acknowledged REPORT \(key)") }
+        #expect(try db.query("""
+            SELECT count(*) FROM (SELECT 1 FROM ledger_entries GROUP BY session_id, turn, kind HAVING count(*) > 1) d
+            """)[0][0] == "0")
+        #expect(try reconciliationRows(db).isEmpty)
+        #expect(daemon.terminate() == 0)
+    }
 }
