@@ -4,9 +4,13 @@ import SeqRouteLedger
 import SeqRouteServer
 import Testing
 
+/// How many faults each test injects: small in the test command; the longer version is
+/// `SEQROUTE_FAULT_ROUNDS=50 swift test --filter CrashTests`.
+let faultRounds = ProcessInfo.processInfo.environment["SEQROUTE_FAULT_ROUNDS"].flatMap { Int($0) } ?? 3
+
 @Suite(.serialized) struct CrashTests {
-    /// Clients keep routing and reporting while the daemon is killed with SIGKILL three times
-    /// and started again. Every ROUTE and REPORT a client got OK for is in the ledger as
+    /// Clients keep routing and reporting while the daemon is killed with SIGKILL (3 times, or
+    /// SEQROUTE_FAULT_ROUNDS) and started again. Every ROUTE and REPORT a client got OK for is in the ledger as
     /// answered; after the expiry time no hold is open; the ledger reconciles.
     @Test func repeatedKill9UnderLoadLosesNothingAcknowledged() throws {
         let dsn = try TestCluster.freshDatabase()
@@ -48,7 +52,7 @@ import Testing
                 }
             }.start()
         }
-        for _ in 0..<3 {
+        for _ in 0..<faultRounds {
             usleep(700_000)
             daemon.kill9()
             usleep(100_000)
@@ -75,7 +79,8 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
-    /// PostgreSQL stops and starts again twice while clients route and report: meanwhile
+    /// PostgreSQL stops and starts again (3 times, or SEQROUTE_FAULT_ROUNDS) while clients route
+    /// and report: meanwhile
     /// requests fail fast with `unavailable`; service resumes by itself; every acknowledged
     /// ROUTE and REPORT is in the ledger once, and no money movement is written twice.
     @Test func ledgerRestartsUnderLoadLoseAndDuplicateNothing() throws {
@@ -134,7 +139,7 @@ import Testing
                 }
             }.start()
         }
-        for _ in 0..<2 {
+        for _ in 0..<faultRounds {
             usleep(600_000)
             pg.forceStop()
             usleep(800_000)
