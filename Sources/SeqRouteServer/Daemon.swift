@@ -47,9 +47,19 @@ public struct DaemonOptions: Sendable {
 
 public enum Daemon {
     /// Runs until SIGTERM or SIGINT; returns the exit status.
+    /// One descriptor per connection: the soft limit (often 1,024) goes up to the hard one
+    /// (LimitNOFILE= under systemd), so that `max_connections` is what limits connections.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
     public static func serve(_ options: DaemonOptions) -> Int32 {
         // Taken first, before any child process is started.
         let passedSocket = SocketServer.passedSocket()
+        raiseDescriptorLimit()
         let config: Configuration
         do { config = try options.loadConfiguration() } catch {
             logLine("<3>bad configuration: \(error)")

@@ -125,6 +125,11 @@ import Testing
         try daemon.start()
         let db = try PGConnection(dsn: dsn)
         let before = try ledgerFingerprint(db)
+        // This process holds the client ends: lift its soft descriptor limit (often 1,024).
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         var idle: [LineClient] = []
         for _ in 0..<1_000 { idle.append(try daemon.client()) }
         for i in 0..<100 {
