@@ -11,7 +11,7 @@ struct SeqRoute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seqroute",
         abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
-        subcommands: [Serve.self, Migrate.self, Ctl.self, Account.self, LoadGen.self, Import.self, Bench.self, Refit.self,
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Status.self, Account.self, LoadGen.self, Import.self, Bench.self, Refit.self,
                       Policy.self, Simulate.self])
 }
 
@@ -96,6 +96,40 @@ struct Ctl: ParsableCommand {
         let answer = try LineClient(path: socket).request(words.joined(separator: " "))
         print(answer)
         if answer.hasPrefix("ERR") { throw ExitCode(1) }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the daemon's figures (what STATS answers), one per line, for a person at a terminal.",
+        discussion: "Exits 1 when the daemon cannot be reached or reports its ledger down.")
+    @Option(help: "Socket path.") var socket: String = "/run/seqroute/seqroute.sock"
+
+    static let labels: [(String, String)] = [
+        ("policy", "policy in force"), ("ledger", "ledger"), ("requests", "requests answered"),
+        ("decisions", "ROUTE decisions"), ("errors", "ERR answers"), ("route_p50_us", "ROUTE latency p50 (µs)"),
+        ("route_p99_us", "ROUTE latency p99 (µs)"), ("route_p999_us", "ROUTE latency p99.9 (µs)"),
+        ("batches", "ledger commits (batches)"), ("mean_batch", "requests per commit, mean"),
+        ("largest_batch", "requests per commit, largest"), ("expired_holds", "holds expired"),
+        ("reconnects", "ledger reconnects"), ("sessions_cached", "sessions cached"),
+    ]
+
+    func run() throws {
+        let answer = try LineClient(path: socket).request("STATS")
+        guard answer.hasPrefix("OK") else {
+            print(answer)
+            throw ExitCode(1)
+        }
+        let fields = LineClient.fields(answer)
+        let width = Status.labels.map(\.1.count).max() ?? 0
+        for (key, label) in Status.labels {
+            guard let value = fields[key] else { continue }
+            print(label.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
+        }
+        for key in fields.keys.sorted() where !Status.labels.contains(where: { $0.0 == key }) {
+            print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + fields[key]!)
+        }
+        if fields["ledger"] != "up" { throw ExitCode(1) }
     }
 }
 

@@ -256,4 +256,21 @@ import Testing
         #expect(throws: PGError.self) { try db.query("UPDATE accounts SET cap = 0") }
         #expect(throws: PGError.self) { try db.query("INSERT INTO accounts (id, cap) VALUES ('x', 1)") }
     }
+
+    /// `seqroute status` shows what STATS answers, labelled; it fails when there is no daemon.
+    @Test func statusCommandShowsTheFigures() throws {
+        let daemon = try DaemonProcess(dsn: try TestCluster.freshDatabase())
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN st budget=100000")
+        _ = try c.request("ROUTE st tokens=10")
+        let (status, out) = try runSeqroute(["status", "--socket", daemon.socketPath])
+        #expect(status == 0, "\(out)")
+        let lines = out.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+        #expect(lines.contains("policy in force cold-start-pacing"), "\(out)")
+        #expect(lines.contains("ledger up") && lines.contains("ROUTE decisions 1"), "\(out)")
+        #expect(daemon.terminate() == 0)
+        let (gone, _) = try runSeqroute(["status", "--socket", daemon.socketPath])
+        #expect(gone != 0)
+    }
 }
