@@ -22,6 +22,10 @@ public struct Configuration: Sendable, Equatable {
     public var maxLineBytes = 65_536
     /// Connections beyond this are answered `ERR busy` and closed.
     public var maxConnections = 4_096
+    /// Where Prometheus metrics are served (GET /metrics): a Unix socket path, or a TCP port
+    /// on 127.0.0.1; neither: not served.
+    public var metricsSocket: String?
+    public var metricsPort: Int?
     /// Group of the socket file the daemon binds; nil: the daemon's own.
     public var socketGroup: UInt32?
     /// Who may connect (by SO_PEERCRED); both empty: whoever the socket's mode lets in.
@@ -75,7 +79,8 @@ public struct Configuration: Sendable, Equatable {
             throw ConfigError(key: k, "unknown section or key")
         }
         var server = try Section(doc, "server", ["socket", "socket_mode", "socket_group", "max_line_bytes",
-                                                 "max_connections", "allowed_uids", "allowed_groups"])
+                                                 "max_connections", "allowed_uids", "allowed_groups", "metrics_socket",
+                                                 "metrics_port"])
         c.socketPath = try server.string("socket") ?? c.socketPath
         if let mode = try server.string("socket_mode") {
             guard let m = UInt32(mode, radix: 8), m <= 0o777 else {
@@ -85,6 +90,11 @@ public struct Configuration: Sendable, Equatable {
         }
         c.maxLineBytes = try server.int("max_line_bytes", 64...16_777_216) ?? c.maxLineBytes
         c.maxConnections = try server.int("max_connections", 1...1_000_000) ?? c.maxConnections
+        c.metricsSocket = try server.string("metrics_socket").flatMap { $0.isEmpty ? nil : $0 }
+        c.metricsPort = try server.int("metrics_port", 0...65_535).flatMap { $0 == 0 ? nil : $0 }
+        if c.metricsSocket != nil && c.metricsPort != nil {
+            throw ConfigError(key: "server.metrics_port", "give metrics_socket or metrics_port, not both")
+        }
         if let g = try server.string("socket_group"), !g.isEmpty { c.socketGroup = try groupID(g, key: "server.socket_group") }
         c.allowedUIDs = try server.list("allowed_uids").map { v in
             guard case .integer(let i) = v, let uid = UInt32(exactly: i) else {

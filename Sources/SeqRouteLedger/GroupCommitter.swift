@@ -34,7 +34,12 @@ public final class GroupCommitter: @unchecked Sendable {
     /// How often a down ledger is retried, and unreported holds are expired.
     private let housekeepingInterval: TimeInterval = 0.5
 
-    public init(dsn: String, maxBatch: Int, holdExpirySeconds: Int, log: @escaping @Sendable (String) -> Void) {
+    /// Called with the size of each committed batch (the metrics' batch-size histogram).
+    private let onBatch: @Sendable (Int) -> Void
+
+    public init(dsn: String, maxBatch: Int, holdExpirySeconds: Int, log: @escaping @Sendable (String) -> Void,
+                onBatch: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.onBatch = onBatch
         self.dsn = dsn
         self.maxBatch = maxBatch
         self.holdExpirySeconds = holdExpirySeconds
@@ -147,6 +152,7 @@ public final class GroupCommitter: @unchecked Sendable {
                 counters.operations += batch.count
                 counters.largestBatch = max(counters.largestBatch, batch.count)
                 cond.unlock()
+                onBatch(batch.count)
                 for (i, (_, done)) in batch.enumerated() { done(.success(rows[i])) }
                 return db
             } catch let e as PGError where e.connectionLost {

@@ -92,8 +92,9 @@ public enum Daemon {
             return 69
         }
 
+        let metrics = Metrics()
         let committer = GroupCommitter(dsn: dsn, maxBatch: config.maxBatch, holdExpirySeconds: config.holdExpirySeconds,
-                                       log: logLine)
+                                       log: logLine, onBatch: { metrics.recordBatch($0) })
         do { try committer.start() } catch {
             logLine("<3>ledger unreachable: \(error)")
             return 69
@@ -116,7 +117,20 @@ public enum Daemon {
             committer.stop()
             return 78
         }
-        let router = Router(setup: setup, committer: committer, reloader: reloader)
+        let router = Router(setup: setup, committer: committer, reloader: reloader, metrics: metrics)
+        let metricsServer = MetricsServer()
+        if config.metricsSocket != nil || config.metricsPort != nil {
+            let ledgerDSN = dsn
+            do {
+                try metricsServer.start(socketPath: config.metricsSocket, port: config.metricsPort) {
+                    metrics.scrape(committer: committer, dsn: ledgerDSN)
+                }
+            } catch {
+                logLine("<3>cannot serve metrics on \(config.metricsSocket ?? "127.0.0.1:\(config.metricsPort ?? 0)"): \(error)")
+                committer.stop()
+                return 69
+            }
+        }
         let server = SocketServer(router: router, path: config.socketPath)
         do { try server.start(mode: config.socketMode, socketGroup: config.socketGroup, maxLineBytes: config.maxLineBytes,
                              maxConnections: config.maxConnections,
@@ -163,6 +177,7 @@ public enum Daemon {
         logLine("<6>shutting down: finishing in-flight requests")
         SystemdNotifier.notify("STOPPING=1")
         server.shutdown()
+        metricsServer.stop()
         committer.stop()
         logLine("<6>stopped")
         return 0

@@ -76,10 +76,15 @@ public final class Router: @unchecked Sendable {
     /// Above this many cached sessions the cache starts afresh; views reload from the ledger.
     private let maxCachedSessions = 200_000
 
-    public init(setup: ActiveSetup, committer: GroupCommitter, reloader: @escaping @Sendable () throws -> ActiveSetup) {
+    private let metrics: Metrics?
+
+    public init(setup: ActiveSetup, committer: GroupCommitter, reloader: @escaping @Sendable () throws -> ActiveSetup,
+                metrics: Metrics? = nil) {
         self.setup = setup
         self.committer = committer
         self.reloader = reloader
+        self.metrics = metrics
+        metrics?.policy(setup.policy.version)
         self.random = SplitMix64(seed: setup.configuration.seed)
     }
 
@@ -101,7 +106,9 @@ public final class Router: @unchecked Sendable {
             if case .route = request { isRoute = true }
             reply = await handle(request, peerUID: peerUID)
         }
-        stats.record(reply: reply, isRoute: isRoute, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+        let elapsed = DispatchTime.now().uptimeNanoseconds - started
+        stats.record(reply: reply, isRoute: isRoute, nanoseconds: elapsed)
+        metrics?.record(reply: reply, route: isRoute, nanoseconds: elapsed)
         return reply
     }
 
@@ -254,6 +261,7 @@ public final class Router: @unchecked Sendable {
             setup = next
             lock.unlock()
             logLine("<6>reload: policy \(next.policy.version)")
+            metrics?.policy(next.policy.version)
             return OKAnswer([("policy", next.policy.version)]).line
         } catch {
             logLine("<3>reload refused: \(error); the old policy and configuration stay")

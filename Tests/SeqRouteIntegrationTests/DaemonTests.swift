@@ -273,4 +273,44 @@ import Testing
         let (gone, _) = try runSeqroute(["status", "--socket", daemon.socketPath])
         #expect(gone != 0)
     }
+
+    /// GET /metrics on the metrics socket: Prometheus text with requests, errors by code,
+    /// decisions by model, the ROUTE latency histogram, batch sizes, the policy in force and
+    /// the ledger's open sessions and holds.
+    @Test func metricsEndpointServesPrometheusText() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let probe = try DaemonProcess(dsn: dsn)  // only for its folder
+        let metricsPath = probe.directory + "/metrics.sock"
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
+            of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmetrics_socket = \"\(metricsPath)\""))
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN m1 budget=100000")
+        let model = LineClient.fields(try c.request("ROUTE m1 tokens=10"))["model"] ?? "?"
+        _ = try c.request("REPORT m1 1 cost=5 quality=1")
+        _ = try c.request("ROUTE nobody tokens=10")
+
+        func get(_ path: String) throws -> String {
+            let http = try LineClient(path: metricsPath)
+            try http.send(raw: Array("GET \(path) HTTP/1.1\r\nHost: seqroute\r\nConnection: close\r\n\r\n".utf8))
+            var lines: [String] = []
+            while let line = try http.readLine() { lines.append(line) }
+            return lines.joined(separator: "\n")
+        }
+        let text = try get("/metrics")
+        #expect(text.hasPrefix("HTTP/1.1 200 OK"), "\(text.prefix(200))")
+        // Counters are integers, gauges decimals; the start-up probe's PING counts as a request.
+        let requests = text.split(separator: "\n").first { $0.hasPrefix("seqroute_requests_total ") }
+            .flatMap { Int($0.split(separator: " ")[1].trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        #expect(requests >= 4)
+        for expected in ["seqroute_errors_total{code=\"unknown_session\"} 1",
+                         "seqroute_decisions_total{model=\"\(model)\"} 1", "seqroute_route_duration_seconds_count 2",
+                         "seqroute_policy_info{version=\"cold-start-pacing\"} 1.0", "seqroute_open_sessions 1.0",
+                         "seqroute_open_holds 0.0", "seqroute_ledger_up 1.0", "seqroute_ledger_reconnects_total 0"] {
+            #expect(text.contains(expected + "\r") || text.contains(expected + "\n") || text.hasSuffix(expected), "missing \(expected)")
+        }
+        #expect(text.contains("seqroute_commit_batch_size_count "))
+        #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
+        #expect(daemon.terminate() == 0)
+    }
 }

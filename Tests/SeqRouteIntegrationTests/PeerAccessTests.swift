@@ -9,8 +9,18 @@ import Testing
     func asNobody(_ daemon: DaemonProcess, _ line: String) throws -> String {
         let copy = daemon.directory + "/seqroute-client"
         if !FileManager.default.fileExists(atPath: copy) {
-            try FileManager.default.copyItem(atPath: DaemonProcess.binary, toPath: copy)
-            chmod(copy, 0o755)
+            // Written through a close-on-exec descriptor: a child forked meanwhile by another test
+            // must not inherit it, or running the copy fails with "Text file busy".
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: DaemonProcess.binary)))
+            let fd = open(copy, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+            try #require(fd >= 0)
+            var off = 0
+            while off < bytes.count {
+                let n = bytes[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                try #require(n > 0)
+                off += n
+            }
+            close(fd)
         }
         let out = daemon.directory + "/nobody-\(UInt32.random(in: 0..<UInt32.max)).out"
         let pid = try spawn("/usr/sbin/runuser", ["-u", "nobody", "--", copy, "ctl", "--socket", daemon.socketPath]

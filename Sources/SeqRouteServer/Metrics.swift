@@ -1,0 +1,148 @@
+// Prometheus metrics (swift-prometheus), served as text on a second Unix socket or a loopback
+// TCP port (`[server] metrics_socket`, `metrics_port`) at GET /metrics. Counters are kept as
+// requests are answered; the ledger's figures (open sessions, open holds) are read when
+// scraped, on a connection of their own.
+
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import SeqRouteCore
+import SeqRouteLedger
+
+public final class Metrics: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let requests: Counter
+    private let routeSeconds: DurationHistogram
+    private let batchSizes: ValueHistogram
+    private let reconnects: Counter
+    /// Guards what follows: the policy gauge, the reconnects seen, the scrape's connection.
+    private let lock = NSLock()
+    private var policyGauge: Gauge?
+    private var reconnectsSeen = 0
+    private var ledger: PGConnection?
+
+    public init() {
+        requests = registry.makeCounter(name: "seqroute_requests_total", help: "Requests answered, every verb.")
+        routeSeconds = registry.makeDurationHistogram(
+            name: "seqroute_route_duration_seconds",
+            buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+                      .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1)],
+            help: "ROUTE latency, from the line read to the answer written (ledger commit included).")
+        batchSizes = registry.makeValueHistogram(
+            name: "seqroute_commit_batch_size", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+            help: "Requests per ledger commit (group commit).")
+        reconnects = registry.makeCounter(name: "seqroute_ledger_reconnects_total", help: "Reconnections to the ledger.")
+    }
+
+    /// One answered request: its verb's outcome, and for a ROUTE the model and the latency.
+    func record(reply: String, route: Bool, nanoseconds: UInt64) {
+        requests.increment()
+        if reply.hasPrefix("ERR ") {
+            let code = reply.split(separator: " ", maxSplits: 2).dropFirst().first.map(String.init) ?? "unknown"
+            registry.makeCounter(name: "seqroute_errors_total", labels: [("code", code)],
+                                 help: "ERR answers by code.").increment()
+        }
+        guard route else { return }
+        routeSeconds.recordNanoseconds(Int64(nanoseconds))
+        if reply.hasPrefix("OK ") {
+            let fields = LineClient.fields(reply)
+            let model = fields["bankrupt"] != nil ? "(bankrupt)" : (fields["model"] ?? "?")
+            registry.makeCounter(name: "seqroute_decisions_total", labels: [("model", model)],
+                                 help: "ROUTE decisions by model chosen; (bankrupt) when none was feasible.").increment()
+        }
+    }
+
+    func recordBatch(_ size: Int) { batchSizes.record(Double(size)) }
+
+    /// The policy in force: `seqroute_policy_info{version="…"} 1`, the one before it 0.
+    func policy(_ version: String) {
+        lock.withLock {
+            policyGauge?.set(to: 0)
+            let g = registry.makeGauge(name: "seqroute_policy_info", labels: [("version", version)],
+                                       help: "1 for the policy version in force.")
+            g.set(to: 1)
+            policyGauge = g
+        }
+    }
+
+    /// The text exposition, with the ledger's current figures read now.
+    func scrape(committer: GroupCommitter, dsn: String) -> [UInt8] {
+        let seen = committer.counterSnapshot.reconnects
+        lock.withLock {
+            if seen > reconnectsSeen { reconnects.increment(by: Int64(seen - reconnectsSeen)) }
+            reconnectsSeen = seen
+            if ledger?.isHealthy != true { ledger = try? PGConnection(dsn: dsn) }
+            let up = registry.makeGauge(name: "seqroute_ledger_up", help: "1 when the committer is connected to the ledger.")
+            up.set(to: committer.isConnected ? 1 : 0)
+            if let db = ledger,
+               let row = try? db.query("""
+                   SELECT (SELECT count(*) FROM sessions WHERE state = 'open'),
+                          (SELECT count(*) FROM decisions WHERE status = 'held')
+                   """).first {
+                registry.makeGauge(name: "seqroute_open_sessions", help: "Sessions open in the ledger.")
+                    .set(to: Double(row.int(0) ?? 0))
+                registry.makeGauge(name: "seqroute_open_holds", help: "Holds placed and not yet reported, released or expired.")
+                    .set(to: Double(row.int(1) ?? 0))
+            }
+        }
+        return registry.emitToBuffer()
+    }
+}
+
+/// A minimal HTTP/1.1 responder: GET /metrics gives the exposition, anything else 404.
+final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    private let body: @Sendable () -> [UInt8]
+    private var path: String?
+
+    init(body: @escaping @Sendable () -> [UInt8]) { self.body = body }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): path = head.method == .GET ? head.uri : nil
+        case .body: break
+        case .end:
+            let found = path == "/metrics"
+            let bytes = found ? body() : Array("not found; try GET /metrics\n".utf8)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4" : "text/plain")
+            headers.add(name: "Content-Length", value: "\(bytes.count)")
+            headers.add(name: "Connection", value: "close")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: found ? .ok : .notFound,
+                                                                 headers: headers))), promise: nil)
+            var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+/// The metrics listener: a Unix socket path, or a TCP port on 127.0.0.1.
+final class MetricsServer: @unchecked Sendable {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var channel: Channel?
+
+    func start(socketPath: String?, port: Int?, body: @escaping @Sendable () -> [UInt8]) throws {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(MetricsHTTPHandler(body: body))
+                }
+            }
+        if let socketPath {
+            channel = try bootstrap.bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true).wait()
+        } else if let port {
+            channel = try bootstrap.bind(host: "127.0.0.1", port: port).wait()
+        }
+    }
+
+    func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+}
