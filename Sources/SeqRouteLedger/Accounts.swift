@@ -27,6 +27,13 @@ extension PGConnection {
         return AccountFigures(cap: cap, spent: spent, held: held)
     }
 
+    /// Appends a correction of spend entry `entry` by the signed `amount` (seqroute_adjust());
+    /// returns the new entry's id and the session's and account's spent after it.
+    public func adjust(entry: Int64, amount: Int64, reason: String) throws -> (id: Int64, sessionSpent: Int64, accountSpent: Int64) {
+        let row = try query("SELECT * FROM seqroute_adjust($1, $2, $3)", [String(entry), String(amount), reason])[0]
+        return (row.int64(0) ?? 0, row.int64(1) ?? 0, row.int64(2) ?? 0)
+    }
+
     public func registerPool(id: String, models: [String]) throws {
         let literal = "{" + models.map(jsonString).joined(separator: ",") + "}"
         try query("INSERT INTO model_pools (id, models) VALUES ($1, $2::text[]) ON CONFLICT (id) DO NOTHING", [id, literal])

@@ -11,7 +11,7 @@ struct SeqRoute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seqroute",
         abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
-        subcommands: [Serve.self, Migrate.self, Ctl.self, Status.self, Account.self, LoadGen.self, Import.self, Bench.self, Refit.self,
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Status.self, Account.self, Ledger.self, LoadGen.self, Import.self, Bench.self, Refit.self,
                       Policy.self, Simulate.self])
 }
 
@@ -169,6 +169,47 @@ struct Account: ParsableCommand {
                 throw ExitCode(1)
             }
             print(figures.line)
+        }
+    }
+}
+
+struct Ledger: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Corrections to the ledger, as new entries.",
+                                                    subcommands: [Adjust.self])
+
+    struct Adjust: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Correct a spend entry by a signed amount: a new `adjustment` entry that references it.",
+            discussion: """
+                Nothing is edited: the correction is appended, and the session's and the account's spent move by the \
+                amount. Example, giving back 1,200 micro-units charged by capture 4711: \
+                seqroute ledger adjust 4711 --amount -1200 --reason "provider refund, ticket 88"
+                """)
+        @Argument(help: "Id of the ledger entry to correct (a capture, expiry, overrun or adjustment).") var entry: Int64
+        @Option(parsing: .unconditional, help: "Signed micro-units: negative gives money back.", transform: { s in
+            guard let v = Int64(s) else { throw ValidationError("--amount must be an integer count of micro-units") }
+            return v
+        }) var amount: Int64
+        @Option(help: "Why: kept with the entry for the auditor.") var reason: String
+        @OptionGroup var ledger: LedgerOptions
+
+        func validate() throws {
+            guard amount != 0, abs(amount) <= Limits.maxMoney else {
+                throw ValidationError("--amount must be a non-zero count of micro-units")
+            }
+            guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--reason is required") }
+        }
+
+        func run() throws {
+            let (db, pg) = try ledger.connect()
+            defer { pg?.stop() }
+            do {
+                let r = try db.adjust(entry: entry, amount: amount, reason: reason)
+                print("adjustment=\(r.id) corrects=\(entry) amount=\(amount) session_spent=\(r.sessionSpent) account_spent=\(r.accountSpent)")
+            } catch let e as PGError {
+                FileHandle.standardError.write(Data("refused: \(e.message)\n".utf8))
+                throw ExitCode(1)
+            }
         }
     }
 }

@@ -313,4 +313,41 @@ import Testing
         #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
         #expect(daemon.terminate() == 0)
     }
+
+    /// `seqroute ledger adjust` appends a correction that references the corrected entry; the
+    /// spent figures follow, nothing is edited, the ledger still reconciles, and a correction
+    /// that makes no sense is refused and changes nothing.
+    @Test func adjustmentsAreNewEntriesThatReferenceTheCorrectedOne() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN adj budget=100000")
+        _ = try c.request("ROUTE adj tokens=10")
+        #expect(try c.request("REPORT adj 1 cost=500 quality=1").hasPrefix("OK spent=500 "))
+        #expect(daemon.terminate() == 0)
+        let db = try PGConnection(dsn: dsn)
+        let capture = try db.query("SELECT id FROM ledger_entries WHERE session_id = 'adj' AND kind = 'capture'")[0].int64(0)!
+        let accountBefore = try db.account("default")!.spent
+
+        let (status, out) = try runSeqroute(["ledger", "adjust", "\(capture)", "--amount", "-200",
+                                             "--reason", "provider refund", "--dsn", dsn])
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("corrects=\(capture) amount=-200 session_spent=300 "), "\(out)")
+        #expect(try db.account("default")!.spent == accountBefore - 200)
+        let row = try db.query("SELECT kind, amount, corrects, note FROM ledger_entries WHERE corrects IS NOT NULL")[0]
+        #expect(row.values == ["adjustment", "-200", "\(capture)", "provider refund"])
+        #expect(try db.query("SELECT amount FROM ledger_entries WHERE id = $1", [String(capture)])[0][0] == "500")
+        #expect(try reconciliationRows(db).isEmpty)
+        #expect(try db.query("SELECT corrected_kind, amount_micros FROM audit_adjustments")[0].values == ["capture", "-200"])
+
+        let before = try ledgerFingerprint(db)
+        let hold = try db.query("SELECT id FROM ledger_entries WHERE session_id = 'adj' AND kind = 'hold'")[0].int64(0)!
+        for args in [["\(hold)", "--amount", "10"], ["\(capture)", "--amount", "-1000"], ["999999", "--amount", "5"]] {
+            let (refused, message) = try runSeqroute(["ledger", "adjust"] + args + ["--reason", "x", "--dsn", dsn])
+            #expect(refused != 0 && message.contains("refused: "), "\(args): \(message)")
+        }
+        #expect(try ledgerFingerprint(db) == before)
+        #expect(throws: PGError.self) { try db.query("UPDATE ledger_entries SET note = 'x' WHERE corrects IS NOT NULL") }
+    }
 }

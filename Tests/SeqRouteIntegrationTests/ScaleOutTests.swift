@@ -101,7 +101,7 @@ import Testing
         try db.query("SET ROLE seqroute_auditor")
         for view in ["reconciliation", "audit_spend_daily", "audit_budget_status", "audit_sessions",
                      "audit_bankruptcies", "audit_ledger", "audit_spend_monthly", "audit_policy_daily",
-                     "audit_overruns_expiries", "audit_bankruptcy_turns"] {
+                     "audit_overruns_expiries", "audit_bankruptcy_turns", "audit_adjustments"] {
             _ = try db.query("SELECT * FROM \(view)")
         }
         #expect(try db.query("SELECT count(*) FROM audit_ledger")[0].int(0)! >= 3)
