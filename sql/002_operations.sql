@@ -31,6 +31,6 @@ CREATE TYPE seqroute_result AS (
     account_remaining bigint
 );
 
--- seqroute_apply() and seqroute_expire_holds() are defined in sql/functions/operations.sql,
+-- seqroute_apply() and seqroute_expire_holds() are defined in sql/functions/2_operations.sql,
 -- which `seqroute migrate` (and the daemon at start) applies after the numbered migrations
 -- whenever its text changed, so that the functions can change without a copy per migration.

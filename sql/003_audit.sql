@@ -1,7 +1,7 @@
 -- What finance reads: the reconciliation query and views, for the read-only role
 -- seqroute_auditor.
 
--- The views themselves are defined in sql/functions/audit_views.sql (replaced whole when that
+-- The views themselves are defined in sql/functions/4_audit_views.sql (replaced whole when that
 -- file changes), with their grants to this role.
 
 -- Roles belong to the cluster, not the database: another database being migrated at the

@@ -21,6 +21,12 @@ extension PGConnection {
         try query("INSERT INTO accounts (id, cap) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", [id, String(cap)])
     }
 
+    /// Sets the account's budget period (none, daily, weekly, monthly) and time zone; its spent
+    /// becomes the spend of the period under way. Refuses an unknown time zone.
+    public func setPeriod(_ id: String, period: String, timeZone: String) throws {
+        try query("SELECT seqroute_set_period($1, $2, $3)", [id, period, timeZone])
+    }
+
     public func account(_ id: String) throws -> AccountFigures? {
         guard let row = try query("SELECT cap, spent, held FROM accounts WHERE id = $1", [id]).first,
               let cap = row.int64(0), let spent = row.int64(1), let held = row.int64(2) else { return nil }

@@ -138,20 +138,45 @@ struct Account: ParsableCommand {
                                                     subcommands: [Set.self, Show.self])
 
     struct Set: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create the account, or change its cap.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create the account, or change its cap or its budget period.",
+            discussion: """
+                With --period daily, weekly or monthly the cap applies to each period, in the account's time zone \
+                (--time-zone, an IANA name such as Europe/Paris; default UTC): a new period starts from zero spend. \
+                Example: seqroute account set acme --cap 500000000 --period monthly --time-zone America/New_York
+                """)
         @Argument(help: "Account id.") var id: String
-        @Option(help: "The account's budget cap in micro-units.") var cap: Int64
+        @Option(help: "The account's budget cap in micro-units (per period when it has one).") var cap: Int64?
+        @Option(help: "Budget period: none, daily, weekly (from Monday) or monthly.") var period: String?
+        @Option(help: "Time zone of the periods (IANA name).") var timeZone: String?
         @OptionGroup var ledger: LedgerOptions
 
         func validate() throws {
-            guard cap >= 0, cap <= Limits.maxMoney else { throw ValidationError("--cap must be a non-negative integer count of micro-units") }
+            if let cap { guard cap >= 0, cap <= Limits.maxMoney else { throw ValidationError("--cap must be a non-negative integer count of micro-units") } }
             guard !id.isEmpty, id.utf8.count <= Limits.maxIdentifierBytes else { throw ValidationError("account id must be 1 to 128 bytes") }
+            if let period, !["none", "daily", "weekly", "monthly"].contains(period) {
+                throw ValidationError("--period must be none, daily, weekly or monthly")
+            }
+            guard cap != nil || period != nil || timeZone != nil else { throw ValidationError("give --cap, --period or --time-zone") }
         }
 
         func run() throws {
             let (db, pg) = try ledger.connect()
             defer { pg?.stop() }
-            try db.setAccount(id, cap: cap)
+            if let cap {
+                try db.setAccount(id, cap: cap)
+            } else if try db.account(id) == nil {
+                throw ValidationError("account \(id) does not exist: a new account needs --cap")
+            }
+            if period != nil || timeZone != nil {
+                let current = try db.query("SELECT period, time_zone FROM accounts WHERE id = $1", [id])[0]
+                do {
+                    try db.setPeriod(id, period: period ?? current[0] ?? "none", timeZone: timeZone ?? current[1] ?? "UTC")
+                } catch let e as PGError {
+                    FileHandle.standardError.write(Data("refused: \(e.message)\n".utf8))
+                    throw ExitCode(1)
+                }
+            }
             print(try db.account(id)!.line)
         }
     }

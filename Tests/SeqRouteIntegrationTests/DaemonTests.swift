@@ -350,4 +350,67 @@ import Testing
         #expect(try ledgerFingerprint(db) == before)
         #expect(throws: PGError.self) { try db.query("UPDATE ledger_entries SET note = 'x' WHERE corrects IS NOT NULL") }
     }
+
+    /// A daily budget period: the cap applies per day in the account's time zone. Time is moved
+    /// on by shifting yesterday's rows back a day (append-only triggers off for that, as a
+    /// superuser): the next ROUTE starts a new period from zero spend, the old entries stay, and
+    /// the ledger reconciles on the new period.
+    @Test func budgetPeriodStartsAfreshWithoutRewritingHistory() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        let (status, out) = try runSeqroute(["account", "set", "daily", "--cap", "6000", "--period", "daily",
+                                             "--time-zone", "Europe/Paris", "--dsn", dsn])
+        #expect(status == 0 && out.contains("cap=6000 spent=0 held=0"), "\(out)")
+        let (bad, message) = try runSeqroute(["account", "set", "daily", "--time-zone", "Mars/Olympus", "--dsn", dsn])
+        #expect(bad != 0 && message.contains("time zone"), "\(message)")
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        _ = try c.request("OPEN d1 budget=100000 account=daily")
+        var spent = 0
+        while true {  // spend the day's cap
+            let f = LineClient.fields(try c.request("ROUTE d1 tokens=10"))
+            guard f["bankrupt"] == nil, let turn = f["turn"], let hold = Int(f["hold"] ?? "") else { break }
+            _ = try c.request("REPORT d1 \(turn) cost=\(hold) quality=1")
+            spent += hold
+        }
+        #expect(spent > 3000 && spent <= 6000)
+        #expect(try db.account("daily")?.spent == Int64(spent))
+        #expect(try reconciliationRows(db).isEmpty)
+
+        // A day passes.
+        try db.query("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_no_update")
+        try db.query("UPDATE ledger_entries SET at = at - interval '1 day' WHERE account_id = 'daily'")
+        try db.query("ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_no_update")
+        try db.query("UPDATE accounts SET period_start = period_start - interval '1 day' WHERE id = 'daily'")
+
+        let daemon2 = try DaemonProcess(dsn: dsn)  // a fresh cache; the ledger decides anyway
+        try daemon2.start()
+        let c2 = try daemon2.client()
+        _ = try c2.request("OPEN d2 budget=100000 account=daily")
+        #expect(try c2.request("ROUTE d2 tokens=10").hasPrefix("OK turn=1 model="))
+        let figures = try db.account("daily")!
+        #expect(figures.spent == 0 && figures.held > 0)
+        #expect(try reconciliationRows(db).isEmpty)
+        let periods = try db.query("SELECT spent_micros FROM audit_spend_by_period WHERE account_id = 'daily' ORDER BY period_start")
+        #expect(periods.map { $0[0] ?? "" } == ["\(spent)"])
+        #expect(try db.query("SELECT count(*) FROM ledger_entries WHERE account_id = 'daily' AND kind = 'capture'")[0].int(0)! > 0)
+        #expect(daemon.terminate() == 0)
+        #expect(daemon2.terminate() == 0)
+    }
+
+    /// Period starts are midnight, Monday or the first of the month in the account's zone.
+    @Test func periodStartsFollowTheTimeZone() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        let t = "2026-11-29 23:30:00+00"  // a Sunday; already Monday 30 November in Paris
+        let rows = try db.query("""
+            SELECT seqroute_period_start('daily', 'Europe/Paris', $1::timestamptz) AT TIME ZONE 'UTC',
+                   seqroute_period_start('weekly', 'Europe/Paris', $1::timestamptz) AT TIME ZONE 'UTC',
+                   seqroute_period_start('weekly', 'UTC', $1::timestamptz) AT TIME ZONE 'UTC',
+                   seqroute_period_start('monthly', 'America/New_York', $1::timestamptz) AT TIME ZONE 'UTC',
+                   seqroute_period_start('none', 'UTC', $1::timestamptz)
+            """, [t])[0]
+        #expect(rows.values == ["2026-11-29 23:00:00", "2026-11-29 23:00:00", "2026-11-23 00:00:00",
+                                "2026-11-01 04:00:00", "-infinity"])
+    }
 }

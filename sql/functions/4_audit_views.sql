@@ -14,11 +14,13 @@ WITH per_session AS (
                          WHEN 'release' THEN -amount WHEN 'expiry' THEN -amount ELSE 0 END) AS held
       FROM ledger_entries GROUP BY session_id
 ), per_account AS (
-    SELECT account_id,
-           sum(amount) FILTER (WHERE kind IN ('capture', 'expiry', 'overrun', 'adjustment')) AS spent,
+    -- Spend of the account's current period only (all of it for period 'none').
+    SELECT e.account_id,
+           sum(e.amount) FILTER (WHERE e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')
+                                   AND e.at >= a.period_start) AS spent,
            sum(CASE kind WHEN 'hold' THEN amount WHEN 'capture' THEN -amount
                          WHEN 'release' THEN -amount WHEN 'expiry' THEN -amount ELSE 0 END) AS held
-      FROM ledger_entries GROUP BY account_id
+      FROM ledger_entries e JOIN accounts a ON a.id = e.account_id GROUP BY e.account_id
 ), per_decision AS (
     SELECT session_id, turn,
            sum(CASE kind WHEN 'hold' THEN amount WHEN 'capture' THEN -amount
@@ -32,7 +34,7 @@ SELECT 'session' AS kind, s.id AS id, s.spent AS recorded_spent, coalesce(e.spen
 UNION ALL
 SELECT 'account', a.id, a.spent, coalesce(e.spent, 0), a.held, coalesce(e.held, 0)
   FROM accounts a LEFT JOIN per_account e ON e.account_id = a.id
- WHERE a.period = 'none' AND (a.spent <> coalesce(e.spent, 0) OR a.held <> coalesce(e.held, 0))
+ WHERE a.spent <> coalesce(e.spent, 0) OR a.held <> coalesce(e.held, 0)
 UNION ALL
 SELECT 'decision', d.session_id || '#' || d.turn, NULL, NULL,
        CASE WHEN d.status = 'held' THEN d.hold ELSE 0 END, coalesce(e.held, 0)
@@ -56,8 +58,18 @@ SELECT (e.at AT TIME ZONE 'UTC')::date AS day, e.account_id, s.user_id, d.model,
 CREATE OR REPLACE VIEW audit_budget_status AS
 SELECT id AS account_id, cap, spent, held, cap - spent - held AS remaining,
        CASE WHEN cap > 0 THEN round(100.0 * (spent + held) / cap, 2) END AS utilisation_pct,
-       period, updated_at
+       period, updated_at, time_zone, period_start
   FROM accounts;
+
+-- Spend per account and budget period (the period of each entry from its time, the account's
+-- period and time zone as they are now; one row for all time under period 'none').
+CREATE OR REPLACE VIEW audit_spend_by_period AS
+SELECT e.account_id, a.period, a.time_zone,
+       seqroute_period_start(a.period, a.time_zone, e.at) AS period_start,
+       sum(e.amount) AS spent_micros, count(DISTINCT (e.session_id, e.turn)) AS turns
+  FROM ledger_entries e JOIN accounts a ON a.id = e.account_id
+ WHERE e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')
+ GROUP BY 1, 2, 3, 4;
 
 CREATE OR REPLACE VIEW audit_sessions AS
 SELECT s.id AS session_id, s.account_id, s.user_id, s.budget, s.spent, s.held, s.turns, s.state,
@@ -125,5 +137,5 @@ SELECT a.id, a.at, a.account_id, a.session_id, a.turn, a.amount AS amount_micros
 
 GRANT SELECT ON reconciliation, audit_spend_daily, audit_budget_status, audit_sessions, audit_bankruptcies,
                 audit_ledger, audit_spend_monthly, audit_policy_daily, audit_overruns_expiries,
-                audit_bankruptcy_turns, audit_adjustments
+                audit_bankruptcy_turns, audit_adjustments, audit_spend_by_period
    TO seqroute_auditor;

@@ -26,7 +26,9 @@ BEGIN
     IF why IS NULL OR btrim(why) = '' THEN
         RAISE EXCEPTION 'an adjustment needs a reason' USING ERRCODE = 'check_violation';
     END IF;
-    SELECT a.spent INTO acc_spent FROM accounts a WHERE a.id = original.account_id FOR UPDATE;
+    PERFORM 1 FROM accounts a WHERE a.id = original.account_id FOR UPDATE;
+    PERFORM seqroute_roll_periods(ARRAY[original.account_id]);
+    SELECT a.spent INTO acc_spent FROM accounts a WHERE a.id = original.account_id;
     SELECT s.spent INTO ses_spent FROM sessions s WHERE s.id = original.session_id FOR UPDATE;
     IF acc_spent + amount < 0 OR ses_spent + amount < 0 THEN
         RAISE EXCEPTION 'the adjustment would make spent negative (session %, account %)', ses_spent, acc_spent

@@ -58,6 +58,9 @@ BEGIN
                     UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open') x
                    JOIN accounts a ON a.id = x.id
      ORDER BY a.id FOR UPDATE OF a;
+    -- A budget period that has ended starts afresh (sql/functions/1_periods.sql).
+    PERFORM seqroute_roll_periods(array(SELECT DISTINCT se.account_id FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
+                                        UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open'));
     PERFORM 1 FROM (SELECT DISTINCT b.s AS id FROM seqroute_batch_v2 b) x JOIN sessions se ON se.id = x.id
      ORDER BY se.id FOR UPDATE OF se;
 
@@ -294,6 +297,8 @@ BEGIN
      WHERE id IN (SELECT se.account_id FROM sessions se JOIN decisions dd ON dd.session_id = se.id
                    WHERE dd.status = 'held' AND dd.decided_at < now() - max_age)
      ORDER BY id FOR UPDATE;
+    PERFORM seqroute_roll_periods(array(SELECT se.account_id FROM sessions se JOIN decisions dd ON dd.session_id = se.id
+                                         WHERE dd.status = 'held' AND dd.decided_at < now() - max_age));
     PERFORM 1 FROM sessions
      WHERE id IN (SELECT dd.session_id FROM decisions dd
                    WHERE dd.status = 'held' AND dd.decided_at < now() - max_age)

@@ -1,0 +1,43 @@
+-- Budget periods (006_budget_periods.sql).
+
+-- The start of the period containing `t`: midnight of its day, of its ISO week's Monday, or of
+-- the first of its month, in time zone `tz`; -infinity for period 'none'.
+CREATE OR REPLACE FUNCTION seqroute_period_start(period text, tz text, t timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT CASE period
+               WHEN 'daily' THEN date_trunc('day', t AT TIME ZONE tz) AT TIME ZONE tz
+               WHEN 'weekly' THEN date_trunc('week', t AT TIME ZONE tz) AT TIME ZONE tz
+               WHEN 'monthly' THEN date_trunc('month', t AT TIME ZONE tz) AT TIME ZONE tz
+               ELSE '-infinity'::timestamptz END
+$$;
+
+-- Starts a new period for each of `ids` whose current one has ended: spent goes back to 0.
+-- held is left as it is: a hold placed in the old period still occupies the new one until it
+-- is reported, and what it captures is the new period's spend. The caller holds the rows' locks.
+CREATE OR REPLACE FUNCTION seqroute_roll_periods(ids text[]) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE accounts a
+       SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()), updated_at = now()
+     WHERE a.id = ANY (ids) AND a.period <> 'none'
+       AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
+$$;
+
+-- Sets an account's period and time zone; spent becomes the spend of the period under way,
+-- recomputed from the entries (all of them for 'none'). Creates nothing: the account must exist.
+CREATE OR REPLACE FUNCTION seqroute_set_period(account text, new_period text, tz text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    start timestamptz;
+BEGIN
+    start := seqroute_period_start(new_period, tz, now());  -- an unknown time zone fails here
+    PERFORM 1 FROM accounts WHERE id = account FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no account %', account USING ERRCODE = 'no_data_found';
+    END IF;
+    UPDATE accounts a
+       SET period = new_period, time_zone = tz, period_start = start, updated_at = now(),
+           spent = coalesce((SELECT sum(e.amount) FROM ledger_entries e
+                              WHERE e.account_id = account AND e.at >= start
+                                AND e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')), 0)
+     WHERE a.id = account;
+END $$;
