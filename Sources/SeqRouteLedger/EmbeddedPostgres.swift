@@ -1,7 +1,9 @@
 // The embedded default: a private PostgreSQL cluster in a project-local folder, reached over a
 // Unix socket in that folder only (no TCP). initdb and pg_ctl come from Debian's `postgresql`
-// package. PostgreSQL refuses to run as root, so when invoked as root the cluster belongs to
-// the `postgres` system user (created by that package) and runs as it.
+// package. PostgreSQL refuses to run as root, so when invoked as root the cluster runs as the
+// user who owns it already (the cluster folder, else the data folder: under systemd that is
+// the service's user), and a new one belongs to the `postgres` system user (created by that
+// package).
 
 import Foundation
 
@@ -16,12 +18,22 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         self.directory = URL(fileURLWithPath: directory).standardizedFileURL.path
         self.database = database
         binDirectory = try EmbeddedPostgres.findBinaries()
-        runAs = geteuid() == 0 ? "postgres" : nil
+        runAs = geteuid() == 0 ? EmbeddedPostgres.owner(of: self.directory) : nil
+    }
+
+    /// The non-root owner of the cluster folder or of the data folder, else `postgres`.
+    static func owner(of directory: String) -> String {
+        for path in [directory + "/pgdata", directory] {
+            var st = stat()
+            if stat(path, &st) == 0, st.st_uid != 0, let pw = getpwuid(st.st_uid) { return String(cString: pw.pointee.pw_name) }
+        }
+        return "postgres"
     }
 
     var dataDirectory: String { directory + "/pgdata" }
     /// The socket lives in its own short folder: Unix socket paths are limited to 107 bytes.
     var socketDirectory: String { directory + "/run" }
+    var logFile: String { directory + "/postgres.log" }
 
     public var dsn: String { "host=\(socketDirectory) dbname=\(database) user=seqroute connect_timeout=5" }
     public var adminDSN: String { "host=\(socketDirectory) dbname=postgres user=seqroute connect_timeout=5" }
@@ -31,7 +43,10 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         let fm = FileManager.default
         try fm.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
         try fm.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        if let runAs { try run("/bin/chown", ["-R", "\(runAs):\(runAs)", directory]) }
+        // Only the cluster's own folders and its log change hands; the rest of the data folder
+        // (policies) stays as it is.
+        if !fm.fileExists(atPath: logFile) { fm.createFile(atPath: logFile, contents: nil) }
+        if let runAs { try run("/bin/chown", ["-R", runAs, dataDirectory, socketDirectory, logFile]) }
         // Trust authentication is safe only because nobody else can reach the socket.
         chmod(dataDirectory, 0o700)
         chmod(socketDirectory, 0o700)
@@ -42,7 +57,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         }
         if (try? run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "status"], asOwner: true)) == nil {
             let options = "-c listen_addresses='' -k \(socketDirectory) -c unix_socket_permissions=0700 -c jit=off -c max_connections=200"
-            try run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", directory + "/postgres.log", "-w",
+            try run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w",
                                                "-t", "60", "-o", options, "start"], asOwner: true)
             startedHere = true
             log("<6>private PostgreSQL cluster started (socket in \(socketDirectory))")

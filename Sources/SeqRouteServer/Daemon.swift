@@ -109,6 +109,26 @@ public enum Daemon {
             guard next.featureDimension == config.featureDimension else {
                 throw ConfigError(key: "routing.feature_dimension", "changed; a new feature dimension needs a restart")
             }
+            // What the running sockets and the ledger connection were made with stays until a restart.
+            let fixed: [(String, Bool)] = [
+                ("server.socket", next.socketPath != config.socketPath), ("server.socket_mode", next.socketMode != config.socketMode),
+                ("server.socket_group", next.socketGroup != config.socketGroup),
+                ("server.max_line_bytes", next.maxLineBytes != config.maxLineBytes),
+                ("server.max_connections", next.maxConnections != config.maxConnections),
+                ("server.allowed_uids", next.allowedUIDs != config.allowedUIDs),
+                ("server.allowed_groups", next.allowedGIDs != config.allowedGIDs),
+                ("server.metrics_socket", next.metricsSocket != config.metricsSocket),
+                ("server.metrics_port", next.metricsPort != config.metricsPort), ("ledger.dsn", next.dsn != config.dsn),
+                ("ledger.data_dir", next.dataDirectory != config.dataDirectory),
+                ("ledger.hold_expiry_seconds", next.holdExpirySeconds != config.holdExpirySeconds),
+                ("ledger.max_batch", next.maxBatch != config.maxBatch),
+                ("ledger.default_account_cap", next.defaultAccountCap != config.defaultAccountCap),
+                ("routing.seed", next.seed != config.seed),
+            ]
+            let changed = fixed.filter(\.1).map(\.0)
+            if !changed.isEmpty {
+                logLine("<4>reload: \(changed.joined(separator: ", ")) changed; these take effect at the next restart")
+            }
             return try ActiveSetup(configuration: next)
         }
         let setup: ActiveSetup

@@ -58,6 +58,10 @@ public struct ActiveSetup: Sendable {
             self.policy = LearnedRoutingPolicy(learned: learned, exploration: configuration.exploration,
                                                defaultHorizon: configuration.defaultHorizon)
         } else {
+            // A link left dangling, or a policy_file that names nothing, says so in the log.
+            if configuration.policyFile != nil || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
+                logLine("<4>no policy file at \(path): routing with the cold-start policy")
+            }
             self.policy = PacingPolicy(pool: configuration.pool, defaultHorizon: configuration.defaultHorizon,
                                        exploration: configuration.coldStartExploration)
         }
