@@ -11,7 +11,7 @@ struct SeqRoute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "seqroute",
         abstract: "Budget-aware LLM routing daemon with a PostgreSQL ledger.",
-        subcommands: [Serve.self, Migrate.self, Ctl.self, Status.self, Account.self, Ledger.self, LoadGen.self, Import.self, Bench.self, Refit.self,
+        subcommands: [Serve.self, Migrate.self, Ctl.self, Status.self, Account.self, Ledger.self, Report.self, LoadGen.self, Import.self, Bench.self, Refit.self,
                       Policy.self, Simulate.self])
 }
 
@@ -235,6 +235,44 @@ struct Ledger: ParsableCommand {
                 FileHandle.standardError.write(Data("refused: \(e.message)\n".utf8))
                 throw ExitCode(1)
             }
+        }
+    }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Spend, decisions and quality over a range of days, as CSV or as one self-contained HTML page.",
+        discussion: """
+            CSV: one row per day, account, model and policy version (spent_micros, decisions, mean_quality). HTML: the \
+            same with charts of spend per model over time, budget burn-down per account, and quality against cost per \
+            policy version; it needs no network to display. Days are UTC dates; --to is excluded.
+            """)
+    @OptionGroup var ledger: LedgerOptions
+    @Option(help: "First day (YYYY-MM-DD, UTC).") var from: String
+    @Option(help: "Day after the last (YYYY-MM-DD, UTC).") var to: String
+    @Option(help: "Only this account.") var account: String?
+    @Option(help: "csv or html.") var format: String = "csv"
+    @Option(help: "Write to this file (default: standard output).") var out: String?
+
+    func validate() throws {
+        let day = /^\d{4}-\d{2}-\d{2}$/
+        guard from.wholeMatch(of: day) != nil, to.wholeMatch(of: day) != nil, from < to else {
+            throw ValidationError("--from and --to must be dates YYYY-MM-DD with --from before --to")
+        }
+        guard ["csv", "html"].contains(format) else { throw ValidationError("--format must be csv or html") }
+    }
+
+    func run() throws {
+        let (db, pg) = try ledger.connect()
+        defer { pg?.stop() }
+        let report = FinanceReport(from: from, to: to, account: account,
+                                   rows: try db.reportRows(from: from, to: to, account: account),
+                                   accounts: try db.reportAccounts(account: account))
+        let text = format == "csv" ? report.csv : report.htmlPage
+        if let out {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: out), options: .atomic)
+        } else {
+            print(text, terminator: "")
         }
     }
 }

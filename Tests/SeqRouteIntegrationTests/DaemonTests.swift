@@ -413,4 +413,39 @@ import Testing
         #expect(rows.values == ["2026-11-29 23:00:00", "2026-11-29 23:00:00", "2026-11-23 00:00:00",
                                 "2026-11-01 04:00:00", "-infinity"])
     }
+
+    /// `seqroute report`: CSV rows per day, account, model and policy version that add up to
+    /// the ledger; and one HTML page with its charts and nothing fetched from anywhere.
+    @Test func reportGivesCSVAndASelfContainedPage() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        try PGConnection(dsn: dsn).setAccount("acme, \"inc\"", cap: 900_000)
+        for s in 0..<3 {
+            _ = try c.request("OPEN r\(s) budget=100000 account=\(LineProtocol.percentEncoded("acme, \"inc\""))")
+            let f = LineClient.fields(try c.request("ROUTE r\(s) tokens=10"))
+            _ = try c.request("REPORT r\(s) \(f["turn"]!) cost=\(100 * (s + 1)) quality=0.5")
+        }
+        #expect(daemon.terminate() == 0)
+        let today = try PGConnection(dsn: dsn).query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD'), to_char((now() AT TIME ZONE 'UTC') + interval '1 day', 'YYYY-MM-DD')")[0]
+        let range = ["--from", today[0]!, "--to", today[1]!, "--dsn", dsn]
+        let (status, csv) = try runSeqroute(["report"] + range)
+        #expect(status == 0, "\(csv)")
+        let lines = csv.split(separator: "\n")
+        #expect(lines.first == "day,account,model,policy_version,spent_micros,decisions,mean_quality")
+        #expect(lines.dropFirst().allSatisfy { $0.hasPrefix("\(today[0]!),\"acme, \"\"inc\"\"\",") }, "\(csv)")
+        let spent = lines.dropFirst().compactMap { Int($0.split(separator: ",").reversed()[2]) }.reduce(0, +)
+        #expect(spent == 600)
+
+        let page = try makeTempDirectory("rep") + "/report.html"
+        let (htmlStatus, _) = try runSeqroute(["report"] + range + ["--format", "html", "--out", page, "--account", "acme, \"inc\""])
+        #expect(htmlStatus == 0)
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect(html.hasPrefix("<!DOCTYPE html>") && html.components(separatedBy: "<svg").count == 4)
+        #expect(html.contains("acme, &quot;inc&quot;") && html.contains("cold-start-pacing"))
+        #expect(!html.contains("<script") && !html.contains("src=") && !html.contains("href="))
+        let (bad, message) = try runSeqroute(["report", "--from", "2026-12-01", "--to", "2026-11-01", "--dsn", dsn])
+        #expect(bad != 0 && message.contains("--from"))
+    }
 }
