@@ -46,6 +46,13 @@ struct DeploymentOptions: ParsableArguments {
         try DaemonOptions(configPath: config, dsn: dsn, socketPath: socket, dataDirectory: dataDir,
                           sqlDirectory: nil).loadConfiguration()
     }
+
+    /// The configuration and its ledger; the caller stops the embedded cluster, if one was started.
+    func open() throws -> (Configuration, PGConnection, EmbeddedPostgres?) {
+        let c = try configuration()
+        let (db, pg) = try openLedger(dsn: c.dsn, dataDirectory: c.dataDirectory)
+        return (c, db, pg)
+    }
 }
 
 /// A libpq connection to `dsn`, or to the embedded cluster in `dataDirectory` when `dsn` is empty.
@@ -405,8 +412,7 @@ struct Refit: ParsableCommand {
     }
 
     func run() throws {
-        let config = try deployment.configuration()
-        let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+        let (config, db, pg) = try deployment.open()
         defer { pg?.stop() }
         let report = try RefitJob.run(configuration: config, db: db, since: since, steps: steps, seed: seed,
                                       log: { logLine("<6>refit: \($0)") })
@@ -423,8 +429,7 @@ struct Policy: ParsableCommand {
         @OptionGroup var deployment: DeploymentOptions
 
         func run() throws {
-            let config = try deployment.configuration()
-            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            let (_, db, pg) = try deployment.open()
             defer { pg?.stop() }
             print("version\tstatus\tcreated\tsessions\tobjective\tactive_objective\tpromoted")
             for p in try db.policies() {
@@ -440,8 +445,7 @@ struct Policy: ParsableCommand {
         @OptionGroup var deployment: DeploymentOptions
 
         func run() throws {
-            let config = try deployment.configuration()
-            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            let (_, db, pg) = try deployment.open()
             defer { pg?.stop() }
             guard let p = try db.policy(version) else {
                 FileHandle.standardError.write(Data("no policy \(version)\n".utf8))
@@ -461,8 +465,7 @@ struct Policy: ParsableCommand {
         @OptionGroup var deployment: DeploymentOptions
 
         func run() throws {
-            let config = try deployment.configuration()
-            let (db, pg) = try openLedger(dsn: config.dsn, dataDirectory: config.dataDirectory)
+            let (config, db, pg) = try deployment.open()
             defer { pg?.stop() }
             let store = PolicyStore(directory: config.policyDirectory, activeLink: config.activePolicyLink)
             do {

@@ -19,24 +19,9 @@ import Testing
         final class Shared: @unchecked Sendable {
             let lock = NSLock()
             var failures: [String] = []
-            var maxSeen: Int64 = 0
-            var samples = 0
-            var done = false
         }
         let shared = Shared()
-        let sampler = Thread {
-            guard let s = try? PGConnection(dsn: dsn) else { return }
-            while !shared.lock.withLock({ shared.done }) {
-                if let row = try? s.query("SELECT spent + held FROM accounts WHERE id = 'tight'").first, let v = row.int64(0) {
-                    shared.lock.withLock {
-                        shared.maxSeen = max(shared.maxSeen, v)
-                        shared.samples += 1
-                    }
-                }
-                usleep(2_000)
-            }
-        }
-        sampler.start()
+        let sampler = AccountSampler(dsn: dsn, account: "tight")
 
         let group = DispatchGroup()
         for client in 0..<50 {
@@ -82,11 +67,11 @@ import Testing
         group.wait()
         // Let unreported holds pass their expiry (1 s) and the expiry sweep (every 0.5 s) run.
         sleep(3)
-        shared.lock.withLock { shared.done = true }
+        let watched = sampler.stop()
 
         #expect(shared.failures.isEmpty, "\(shared.failures.prefix(5))")
-        #expect(shared.samples > 10)
-        #expect(shared.maxSeen <= cap)
+        #expect(watched.samples > 10)
+        #expect(watched.largest <= cap)
         let row = try db.query("SELECT spent, held FROM accounts WHERE id = 'tight'")[0]
         #expect(row.int64(0)! + row.int64(1)! <= cap)
         #expect(row.int64(0)! > 0)

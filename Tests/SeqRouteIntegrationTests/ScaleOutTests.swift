@@ -19,25 +19,10 @@ import Testing
         final class Shared: @unchecked Sendable {
             let lock = NSLock()
             var failures: [String] = []
-            var maxSeen: Int64 = 0
-            var samples = 0
             var routed = 0
-            var done = false
         }
         let shared = Shared()
-        let sampler = Thread {
-            guard let s = try? PGConnection(dsn: dsn) else { return }
-            while !shared.lock.withLock({ shared.done }) {
-                if let v = (try? s.query("SELECT spent + held FROM accounts WHERE id = 'shared'"))?.first?.int64(0) {
-                    shared.lock.withLock {
-                        shared.maxSeen = max(shared.maxSeen, v)
-                        shared.samples += 1
-                    }
-                }
-                usleep(2_000)
-            }
-        }
-        sampler.start()
+        let sampler = AccountSampler(dsn: dsn, account: "shared")
 
         let group = DispatchGroup()
         for client in 0..<60 {
@@ -73,11 +58,11 @@ import Testing
             }.start()
         }
         group.wait()
-        shared.lock.withLock { shared.done = true }
+        let watched = sampler.stop()
 
         #expect(shared.failures.isEmpty, "\(shared.failures.prefix(5))")
-        #expect(shared.samples > 10 && shared.routed > 100)
-        #expect(shared.maxSeen <= cap)
+        #expect(watched.samples > 10 && shared.routed > 100)
+        #expect(watched.largest <= cap)
         let row = try db.query("SELECT spent, held FROM accounts WHERE id = 'shared'")[0]
         #expect(row.int64(0)! + row.int64(1)! <= cap && row.int64(1)! == 0)
         #expect(try reconciliationRows(db).isEmpty)

@@ -182,3 +182,36 @@ func ledgerFingerprint(_ db: PGConnection) throws -> [String] {
 func reconciliationRows(_ db: PGConnection) throws -> [[String?]] {
     try db.query("SELECT * FROM reconciliation").map(\.values)
 }
+
+/// Reads one account's spent + held over and over on a connection of its own, while a test
+/// runs load: the largest value seen must stay within the cap.
+final class AccountSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    private(set) var samples = 0
+    private(set) var largest: Int64 = 0
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(dsn: String, account: String) {
+        Thread {
+            defer { self.finished.signal() }
+            guard let db = try? PGConnection(dsn: dsn) else { return }
+            while !self.lock.withLock({ self.done }) {
+                if let v = (try? db.query("SELECT spent + held FROM accounts WHERE id = $1", [account]))?.first?.int64(0) {
+                    self.lock.withLock {
+                        self.largest = max(self.largest, v)
+                        self.samples += 1
+                    }
+                }
+                usleep(2_000)
+            }
+        }.start()
+    }
+
+    /// Stops sampling; returns how many samples were taken and the largest value seen.
+    func stop() -> (samples: Int, largest: Int64) {
+        lock.withLock { done = true }
+        finished.wait()
+        return lock.withLock { (samples, largest) }
+    }
+}
