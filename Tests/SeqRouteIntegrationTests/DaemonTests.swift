@@ -248,13 +248,24 @@ import Testing
         #expect(throws: PGError.self) { try db.query("UPDATE ledger_entries SET amount = 1") }
         #expect(throws: PGError.self) { try db.query("DELETE FROM ledger_entries") }
         #expect(throws: PGError.self) { try db.query("TRUNCATE ledger_entries") }
+        let before = try ledgerFingerprint(db)
         try db.execute(script: "SET ROLE seqroute_auditor")
         #expect(try db.query("SELECT spent_micros FROM audit_spend_daily")[0][0] == "3")
         #expect(try db.query("SELECT count(*) FROM reconciliation")[0][0] == "0")
         #expect(try db.query("SELECT remaining FROM audit_budget_status WHERE account_id = 'default'").count == 1)
-        #expect(throws: PGError.self) { try db.query("SELECT * FROM ledger_entries") }
-        #expect(throws: PGError.self) { try db.query("UPDATE accounts SET cap = 0") }
-        #expect(throws: PGError.self) { try db.query("INSERT INTO accounts (id, cap) VALUES ('x', 1)") }
+        for view in ["audit_sessions", "audit_bankruptcies", "audit_ledger", "audit_spend_monthly", "audit_policy_daily",
+                     "audit_overruns_expiries", "audit_bankruptcy_turns", "audit_adjustments", "audit_spend_by_period"] {
+            _ = try db.query("SELECT * FROM \(view)")
+        }
+        // Whatever the auditor tries to change is refused.
+        for statement in ["SELECT * FROM ledger_entries", "UPDATE accounts SET cap = 0", "INSERT INTO accounts (id, cap) VALUES ('x', 1)",
+                          "DELETE FROM sessions", "UPDATE decisions SET cost = 0", "TRUNCATE ledger_entries",
+                          "DROP VIEW audit_ledger", "CREATE TABLE mine (x int)",
+                          "SELECT seqroute_adjust(1, -1, 'x')", "SELECT seqroute_set_period('default', 'daily', 'UTC')"] {
+            #expect(throws: PGError.self, "\(statement)") { try db.query(statement) }
+        }
+        try db.execute(script: "RESET ROLE")
+        #expect(try ledgerFingerprint(db) == before)
     }
 
     /// `seqroute status` shows what STATS answers, labelled; it fails when there is no daemon.

@@ -41,3 +41,6 @@ BEGIN
                                 AND e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')), 0)
      WHERE a.id = account;
 END $$;
+
+-- Only the ledger's owner (the daemon and the operator's tools) runs what writes.
+REVOKE ALL ON FUNCTION seqroute_roll_periods(text[]), seqroute_set_period(text, text, text) FROM PUBLIC;

@@ -319,3 +319,6 @@ BEGIN
     END LOOP;
     RETURN n;
 END $$;
+
+-- Only the ledger's owner (the daemon) runs these.
+REVOKE ALL ON FUNCTION seqroute_apply(jsonb), seqroute_expire_holds(interval) FROM PUBLIC;

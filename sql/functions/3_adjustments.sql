@@ -43,3 +43,6 @@ BEGIN
     RETURNING a.spent INTO account_spent;
     RETURN NEXT;
 END $$;
+
+-- Only the ledger's owner (`seqroute ledger adjust`) corrects the ledger.
+REVOKE ALL ON FUNCTION seqroute_adjust(bigint, bigint, text) FROM PUBLIC;
