@@ -92,7 +92,7 @@ public enum Daemon {
             return 69
         }
 
-        let metrics = Metrics()
+        let metrics = DaemonMetrics()
         let committer = GroupCommitter(dsn: dsn, maxBatch: config.maxBatch, holdExpirySeconds: config.holdExpirySeconds,
                                        log: logLine, onBatch: { metrics.recordBatch($0) })
         do { try committer.start() } catch {

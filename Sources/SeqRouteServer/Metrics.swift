@@ -1,8 +1,11 @@
-// Prometheus metrics (swift-prometheus), served as text on a second Unix socket or a loopback
-// TCP port (`[server] metrics_socket`, `metrics_port`) at GET /metrics. Counters are kept as
-// requests are answered; the ledger's figures (open sessions, open holds) are read when
-// scraped, on a connection of their own.
+// Metrics through swift-metrics, kept by swift-prometheus and served as Prometheus text on a
+// second Unix socket or a loopback TCP port (`[server] metrics_socket`, `metrics_port`) at
+// GET /metrics. Counters move as requests are answered; the ledger's figures (open sessions,
+// open holds) are read when scraped, on a connection of their own. The factory is passed to
+// each metric rather than bootstrapped process-wide, so that nothing else in the process
+// (tests, tools) depends on a global.
 
+import CoreMetrics
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -11,58 +14,62 @@ import Prometheus
 import SeqRouteCore
 import SeqRouteLedger
 
-public final class Metrics: @unchecked Sendable {
-    let registry = PrometheusCollectorRegistry()
-    private let requests: Counter
-    private let routeSeconds: DurationHistogram
-    private let batchSizes: ValueHistogram
-    private let reconnects: Counter
+public final class DaemonMetrics: @unchecked Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private let requests: CoreMetrics.Counter
+    private let routeLatency: CoreMetrics.Timer
+    private let batchSizes: CoreMetrics.Recorder
+    private let reconnects: CoreMetrics.Counter
+    private let ledgerUp: CoreMetrics.Gauge
+    private let openSessions: CoreMetrics.Gauge
+    private let openHolds: CoreMetrics.Gauge
     /// Guards what follows: the policy gauge, the reconnects seen, the scrape's connection.
     private let lock = NSLock()
-    private var policyGauge: Gauge?
+    private var policyGauge: CoreMetrics.Gauge?
     private var reconnectsSeen = 0
     private var ledger: PGConnection?
 
     public init() {
-        requests = registry.makeCounter(name: "seqroute_requests_total", help: "Requests answered, every verb.")
-        routeSeconds = registry.makeDurationHistogram(
-            name: "seqroute_route_duration_seconds",
-            buckets: [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
-                      .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1)],
-            help: "ROUTE latency, from the line read to the answer written (ledger commit included).")
-        batchSizes = registry.makeValueHistogram(
-            name: "seqroute_commit_batch_size", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
-            help: "Requests per ledger commit (group commit).")
-        reconnects = registry.makeCounter(name: "seqroute_ledger_reconnects_total", help: "Reconnections to the ledger.")
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.durationHistogramBuckets["seqroute_route_duration_seconds"] =
+            [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+             .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1)]
+        f.valueHistogramBuckets["seqroute_commit_batch_size"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+        factory = f
+        requests = CoreMetrics.Counter(label: "seqroute_requests_total", factory: f)
+        routeLatency = CoreMetrics.Timer(label: "seqroute_route_duration_seconds", factory: f)
+        batchSizes = CoreMetrics.Recorder(label: "seqroute_commit_batch_size", aggregate: true, factory: f)
+        reconnects = CoreMetrics.Counter(label: "seqroute_ledger_reconnects_total", factory: f)
+        ledgerUp = CoreMetrics.Gauge(label: "seqroute_ledger_up", factory: f)
+        openSessions = CoreMetrics.Gauge(label: "seqroute_open_sessions", factory: f)
+        openHolds = CoreMetrics.Gauge(label: "seqroute_open_holds", factory: f)
     }
 
-    /// One answered request: its verb's outcome, and for a ROUTE the model and the latency.
+    /// One answered request: its outcome, and for a ROUTE the model chosen and the latency.
     func record(reply: String, route: Bool, nanoseconds: UInt64) {
         requests.increment()
         if reply.hasPrefix("ERR ") {
             let code = reply.split(separator: " ", maxSplits: 2).dropFirst().first.map(String.init) ?? "unknown"
-            registry.makeCounter(name: "seqroute_errors_total", labels: [("code", code)],
-                                 help: "ERR answers by code.").increment()
+            CoreMetrics.Counter(label: "seqroute_errors_total", dimensions: [("code", code)], factory: factory).increment()
         }
         guard route else { return }
-        routeSeconds.recordNanoseconds(Int64(nanoseconds))
+        routeLatency.recordNanoseconds(Int64(nanoseconds))
         if reply.hasPrefix("OK ") {
             let fields = LineClient.fields(reply)
             let model = fields["bankrupt"] != nil ? "(bankrupt)" : (fields["model"] ?? "?")
-            registry.makeCounter(name: "seqroute_decisions_total", labels: [("model", model)],
-                                 help: "ROUTE decisions by model chosen; (bankrupt) when none was feasible.").increment()
+            CoreMetrics.Counter(label: "seqroute_decisions_total", dimensions: [("model", model)], factory: factory).increment()
         }
     }
 
-    func recordBatch(_ size: Int) { batchSizes.record(Double(size)) }
+    func recordBatch(_ size: Int) { batchSizes.record(size) }
 
     /// The policy in force: `seqroute_policy_info{version="…"} 1`, the one before it 0.
     func policy(_ version: String) {
         lock.withLock {
-            policyGauge?.set(to: 0)
-            let g = registry.makeGauge(name: "seqroute_policy_info", labels: [("version", version)],
-                                       help: "1 for the policy version in force.")
-            g.set(to: 1)
+            policyGauge?.record(0)
+            let g = CoreMetrics.Gauge(label: "seqroute_policy_info", dimensions: [("version", version)], factory: factory)
+            g.record(1)
             policyGauge = g
         }
     }
@@ -73,18 +80,15 @@ public final class Metrics: @unchecked Sendable {
         lock.withLock {
             if seen > reconnectsSeen { reconnects.increment(by: Int64(seen - reconnectsSeen)) }
             reconnectsSeen = seen
+            ledgerUp.record(committer.isConnected ? 1 : 0)
             if ledger?.isHealthy != true { ledger = try? PGConnection(dsn: dsn) }
-            let up = registry.makeGauge(name: "seqroute_ledger_up", help: "1 when the committer is connected to the ledger.")
-            up.set(to: committer.isConnected ? 1 : 0)
             if let db = ledger,
                let row = try? db.query("""
                    SELECT (SELECT count(*) FROM sessions WHERE state = 'open'),
                           (SELECT count(*) FROM decisions WHERE status = 'held')
                    """).first {
-                registry.makeGauge(name: "seqroute_open_sessions", help: "Sessions open in the ledger.")
-                    .set(to: Double(row.int(0) ?? 0))
-                registry.makeGauge(name: "seqroute_open_holds", help: "Holds placed and not yet reported, released or expired.")
-                    .set(to: Double(row.int(1) ?? 0))
+                openSessions.record(row.int(0) ?? 0)
+                openHolds.record(row.int(1) ?? 0)
             }
         }
         return registry.emitToBuffer()

@@ -80,10 +80,10 @@ public final class Router: @unchecked Sendable {
     /// Above this many cached sessions the cache starts afresh; views reload from the ledger.
     private let maxCachedSessions = 200_000
 
-    private let metrics: Metrics?
+    private let metrics: DaemonMetrics?
 
     public init(setup: ActiveSetup, committer: GroupCommitter, reloader: @escaping @Sendable () throws -> ActiveSetup,
-                metrics: Metrics? = nil) {
+                metrics: DaemonMetrics? = nil) {
         self.setup = setup
         self.committer = committer
         self.reloader = reloader
