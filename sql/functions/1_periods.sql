@@ -11,13 +11,17 @@ LANGUAGE sql STABLE AS $$
                ELSE '-infinity'::timestamptz END
 $$;
 
--- Starts a new period for each of `ids` whose current one has ended: spent goes back to 0.
+-- Starts a new period for each of `ids` whose current one has ended: spent goes back to 0,
+-- and the entries that count from now on are those appended after this point (the sequence's
+-- last value bounds every entry of these accounts so far, as their rows are locked).
 -- held is left as it is: a hold placed in the old period still occupies the new one until it
 -- is reported, and what it captures is the new period's spend. The caller holds the rows' locks.
 CREATE OR REPLACE FUNCTION seqroute_roll_periods(ids text[]) RETURNS void
 LANGUAGE sql AS $$
     UPDATE accounts a
-       SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()), updated_at = now()
+       SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
+           period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
+           updated_at = now()
      WHERE a.id = ANY (ids) AND a.period <> 'none'
        AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
 $$;
@@ -28,16 +32,19 @@ CREATE OR REPLACE FUNCTION seqroute_set_period(account text, new_period text, tz
 LANGUAGE plpgsql AS $$
 DECLARE
     start timestamptz;
+    boundary bigint;
 BEGIN
     start := seqroute_period_start(new_period, tz, now());  -- an unknown time zone fails here
     PERFORM 1 FROM accounts WHERE id = account FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no account %', account USING ERRCODE = 'no_data_found';
     END IF;
+    -- The period under way began with the first entry at or after its start.
+    boundary := coalesce((SELECT max(e.id) FROM ledger_entries e WHERE e.account_id = account AND e.at < start), 0);
     UPDATE accounts a
-       SET period = new_period, time_zone = tz, period_start = start, updated_at = now(),
+       SET period = new_period, time_zone = tz, period_start = start, period_entry_id = boundary, updated_at = now(),
            spent = coalesce((SELECT sum(e.amount) FROM ledger_entries e
-                              WHERE e.account_id = account AND e.at >= start
+                              WHERE e.account_id = account AND e.id > boundary
                                 AND e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')), 0)
      WHERE a.id = account;
 END $$;

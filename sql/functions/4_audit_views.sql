@@ -14,10 +14,11 @@ WITH per_session AS (
                          WHEN 'release' THEN -amount WHEN 'expiry' THEN -amount ELSE 0 END) AS held
       FROM ledger_entries GROUP BY session_id
 ), per_account AS (
-    -- Spend of the account's current period only (all of it for period 'none').
+    -- Spend of the account's current period only (all of it for period 'none', whose
+    -- period_entry_id stays 0).
     SELECT e.account_id,
            sum(e.amount) FILTER (WHERE e.kind IN ('capture', 'expiry', 'overrun', 'adjustment')
-                                   AND e.at >= a.period_start) AS spent,
+                                   AND e.id > a.period_entry_id) AS spent,
            sum(CASE kind WHEN 'hold' THEN amount WHEN 'capture' THEN -amount
                          WHEN 'release' THEN -amount WHEN 'expiry' THEN -amount ELSE 0 END) AS held
       FROM ledger_entries e JOIN accounts a ON a.id = e.account_id GROUP BY e.account_id
@@ -58,7 +59,7 @@ SELECT (e.at AT TIME ZONE 'UTC')::date AS day, e.account_id, s.user_id, d.model,
 CREATE OR REPLACE VIEW audit_budget_status AS
 SELECT id AS account_id, cap, spent, held, cap - spent - held AS remaining,
        CASE WHEN cap > 0 THEN round(100.0 * (spent + held) / cap, 2) END AS utilisation_pct,
-       period, updated_at, time_zone, period_start
+       period, updated_at, time_zone, period_start, period_entry_id
   FROM accounts;
 
 -- Spend per account and budget period (the period of each entry from its time, the account's
