@@ -41,17 +41,30 @@ public struct PolicyStore: Sendable {
         return SHA256.hex([UInt8](data))
     }
 
-    /// Points the active link at `path` with one rename. Returns the previous target, if any,
-    /// so that a refused reload can be undone.
+    /// Points the active link at `path` with one rename. Returns the previous target as the link
+    /// held it, so that a refused reload can put it back (`restore`). A regular file where the
+    /// link belongs is refused: it would be replaced and lost.
     @discardableResult
-    public func activate(path relative: String) throws -> String? {
-        let path = URL(fileURLWithPath: relative).standardizedFileURL.path
+    public func activate(path: String) throws -> String? {
+        try pointLink(at: URL(fileURLWithPath: path).standardizedFileURL.path)
+    }
+
+    /// Puts back what `activate` returned, verbatim; nil removes the link.
+    public func restore(_ previous: String?) throws {
+        if let previous { try pointLink(at: previous) } else { unlink(activeLink) }
+    }
+
+    private func pointLink(at target: String) throws -> String? {
+        var st = stat()
+        if lstat(activeLink, &st) == 0 && (st.st_mode & S_IFMT) != S_IFLNK {
+            throw RefitError("\(activeLink) is a regular file, not a link: move it away or point [routing] policy_file at another path; refit and `policy activate` manage a link there")
+        }
         let previous = try? FileManager.default.destinationOfSymbolicLink(atPath: activeLink)
         let linkDir = (activeLink as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: linkDir.isEmpty ? "." : linkDir, withIntermediateDirectories: true)
         let temporary = activeLink + ".tmp-\(getpid())"
         unlink(temporary)
-        guard symlink(path, temporary) == 0 else { throw Self.posixError("symlink \(temporary)") }
+        guard symlink(target, temporary) == 0 else { throw Self.posixError("symlink \(temporary)") }
         guard rename(temporary, activeLink) == 0 else {
             let e = Self.posixError("rename to \(activeLink)")
             unlink(temporary)
@@ -59,6 +72,18 @@ public struct PolicyStore: Sendable {
         }
         try Self.syncDirectory(linkDir.isEmpty ? "." : linkDir)
         return previous
+    }
+
+    /// Runs `body` holding an exclusive lock on the policy folder, so that two activations (the
+    /// refit timer and an operator's rollback) never interleave their link moves and reloads.
+    public func exclusively<T>(_ body: () throws -> T) throws -> T {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fd = open(directory + "/.activation.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Self.posixError("cannot open \(directory)/.activation.lock") }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX) == 0 else { throw Self.posixError("cannot lock \(directory)/.activation.lock") }
+        defer { flock(fd, LOCK_UN) }
+        return try body()
     }
 
     static func writeAtomically(_ bytes: [UInt8], to target: String) throws {

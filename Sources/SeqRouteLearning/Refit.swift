@@ -204,6 +204,11 @@ public enum Refit {
     /// The promotion rule (docs/LEARNING.md): enough evidence, not worse beyond the tolerance at
     /// the 95% level, and no more bankruptcies than the active policy beyond the bound.
     public static func verdict(_ e: OPEComparison, settings: Configuration.RefitSettings) -> (promote: Bool, reason: String) {
+        let figures = [e.difference, e.difference_low, e.difference_high, e.candidate.bankruptcy_rate,
+                       e.active.bankruptcy_rate, e.candidate.effective_sessions]
+        if !figures.allSatisfy(\.isFinite) {
+            return (false, "the evaluation gave a figure that is not a number (the candidate's network diverged?)")
+        }
         if e.candidate.effective_sessions < settings.minEffectiveSessions {
             return (false, String(format: "evaluation rests on %.1f effective sessions, fewer than %.0f: the log explores too little where the candidate differs",
                                   e.candidate.effective_sessions, settings.minEffectiveSessions))

@@ -24,9 +24,11 @@ public final class DaemonMetrics: @unchecked Sendable {
     private let ledgerUp: CoreMetrics.Gauge
     private let openSessions: CoreMetrics.Gauge
     private let openHolds: CoreMetrics.Gauge
-    /// Guards what follows: the policy gauge, the reconnects seen, the scrape's connection.
+    /// Guards the policy gauge (taken by RELOAD, so never held across I/O).
     private let lock = NSLock()
     private var policyGauge: CoreMetrics.Gauge?
+    /// Guards the scrape's own state: the reconnects seen and its ledger connection.
+    private let scrapeLock = NSLock()
     private var reconnectsSeen = 0
     private var ledger: PGConnection?
 
@@ -77,7 +79,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// The text exposition, with the ledger's current figures read now.
     func scrape(committer: GroupCommitter, dsn: String) -> [UInt8] {
         let seen = committer.counterSnapshot.reconnects
-        lock.withLock {
+        scrapeLock.withLock {
             if seen > reconnectsSeen { reconnects.increment(by: Int64(seen - reconnectsSeen)) }
             reconnectsSeen = seen
             ledgerUp.record(committer.isConnected ? 1 : 0)

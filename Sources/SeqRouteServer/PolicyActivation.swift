@@ -22,19 +22,28 @@ public enum PolicyActivation {
         guard sum == entry.sha256 else {
             throw Failure(description: "policy file \(path) does not match the checksum registered for \(version)")
         }
-        let previous = try store.activate(path: path)
-        let answer: String
-        do {
-            answer = try LineClient(path: socketPath).request("RELOAD")
-        } catch {
+        return try store.exclusively {
+            let previous = try store.activate(path: path)
+            let answer: String
+            do {
+                answer = try LineClient(path: socketPath).request("RELOAD")
+            } catch {
+                // No daemon there (no socket, or nobody listening): it loads the link when it starts.
+                // Anything else (a socket it may not use, say) is a failure, and the link goes back.
+                let message = "\(error)"
+                guard message.contains("No such file or directory") || message.contains("Connection refused") else {
+                    try store.restore(previous)
+                    throw Failure(description: "cannot ask the daemon at \(socketPath) to reload (\(message)); the previous policy stays")
+                }
+                try db.markActive(version)
+                return "activated \(version); no daemon is listening at \(socketPath), it loads the policy when it starts"
+            }
+            guard answer == "OK policy=\(version)" else {
+                try store.restore(previous)
+                throw Failure(description: "the daemon refused \(version), the previous policy stays: \(answer)")
+            }
             try db.markActive(version)
-            return "activated \(version); the daemon is not reachable at \(socketPath) (\(error)), it loads the policy when it starts"
+            return "activated \(version); daemon reloaded: \(answer)"
         }
-        guard answer == "OK policy=\(version)" else {
-            if let previous { try store.activate(path: previous) } else { unlink(store.activeLink) }
-            throw Failure(description: "the daemon refused \(version), the previous policy stays: \(answer)")
-        }
-        try db.markActive(version)
-        return "activated \(version); daemon reloaded: \(answer)"
     }
 }

@@ -226,10 +226,19 @@ public struct PeerPolicy: Sendable {
     func allows(_ cred: PeerCredentials) -> Bool {
         if uids.isEmpty && gids.isEmpty { return true }
         if cred.uid == getuid() || uids.contains(cred.uid) || gids.contains(cred.gid) { return true }
-        guard !gids.isEmpty, let pw = getpwuid(cred.uid) else { return false }
+        guard !gids.isEmpty else { return false }
+        // The peer user's supplementary groups, with the reentrant lookups: every event loop
+        // may be here at once.
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var text = [CChar](repeating: 0, count: 4096)
+        guard getpwuid_r(cred.uid, &pw, &text, text.count, &result) == 0, result != nil else { return false }
         var count: Int32 = 64
         var groups = [gid_t](repeating: 0, count: Int(count))
-        guard getgrouplist(pw.pointee.pw_name, pw.pointee.pw_gid, &groups, &count) >= 0 else { return false }
+        if getgrouplist(pw.pw_name, pw.pw_gid, &groups, &count) < 0 {
+            groups = [gid_t](repeating: 0, count: Int(count))  // count now says how many there are
+            guard getgrouplist(pw.pw_name, pw.pw_gid, &groups, &count) >= 0 else { return false }
+        }
         return groups.prefix(Int(count)).contains { gids.contains($0) }
     }
 }

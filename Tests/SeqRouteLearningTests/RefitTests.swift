@@ -131,4 +131,23 @@ func loggedTurn(session: String, turn: Int, model: Int?, propensity: Double?, bu
         let loaded = try LearnedPolicy.load(path: dir + "/active.json", pool: pool, featurizer: HashingFeaturizer())
         #expect(loaded.version == "v-test")
     }
+
+    /// The active link never replaces a regular file, and a refused activation puts back the
+    /// previous link exactly as it was, relative target included.
+    @Test func activeLinkKeepsRegularFilesAndRestoresVerbatim() throws {
+        let dir = NSTemporaryDirectory() + "links-\(UInt32.random(in: 0..<UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = PolicyStore(directory: dir, activeLink: dir + "/active.json")
+        try Data("hand-made policy".utf8).write(to: URL(fileURLWithPath: dir + "/active.json"))
+        #expect(throws: RefitError.self) { try store.activate(path: dir + "/v1.json") }
+        #expect(try String(contentsOfFile: dir + "/active.json", encoding: .utf8) == "hand-made policy")
+
+        unlink(dir + "/active.json")
+        symlink("v0.json", dir + "/active.json")  // relative, as an operator may make it
+        let previous = try store.activate(path: dir + "/v1.json")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/active.json") == dir + "/v1.json")
+        try store.restore(previous)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/active.json") == "v0.json")
+        #expect(try store.exclusively { 42 } == 42)
+    }
 }

@@ -34,7 +34,8 @@ DECLARE
     start timestamptz;
     boundary bigint;
 BEGIN
-    start := seqroute_period_start(new_period, tz, now());  -- an unknown time zone fails here
+    PERFORM now() AT TIME ZONE tz;  -- an unknown time zone fails here, whatever the period
+    start := seqroute_period_start(new_period, tz, now());
     PERFORM 1 FROM accounts WHERE id = account FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no account %', account USING ERRCODE = 'no_data_found';

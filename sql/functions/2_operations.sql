@@ -32,7 +32,7 @@ BEGIN
         a text, u text, b bigint, h integer, l double precision,      -- open (and route's λ)
         t integer, m text, hd bigint, mh bigint, pv text, pool text, task text, pt integer,
         f real[], bs double precision[], hs bigint[], fe boolean[], p double precision,
-        sc double precision[], pu integer,                              -- route
+        sc double precision[], pu bigint,                                 -- route
         c bigint, q double precision, i integer, o integer,             -- report, feedback
         account text, dstatus text, dhold bigint,                       -- looked up
         res seqroute_result
@@ -50,7 +50,7 @@ BEGIN
            (e.x->>'t')::integer, e.x->>'m', (e.x->>'hd')::bigint, (e.x->>'mh')::bigint, e.x->>'pv',
            e.x->>'pool', e.x->>'task', (e.x->>'pt')::integer, (e.x->>'f')::real[],
            (e.x->>'bs')::double precision[], (e.x->>'hs')::bigint[], (e.x->>'fe')::boolean[],
-           (e.x->>'p')::double precision, (e.x->>'sc')::double precision[], (e.x->>'pu')::integer, (e.x->>'c')::bigint,
+           (e.x->>'p')::double precision, (e.x->>'sc')::double precision[], (e.x->>'pu')::bigint, (e.x->>'c')::bigint,
            (e.x->>'q')::double precision, (e.x->>'i')::integer, (e.x->>'o')::integer
       FROM jsonb_array_elements(ops) WITH ORDINALITY AS e (x, n);
 
