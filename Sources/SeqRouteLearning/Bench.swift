@@ -13,7 +13,11 @@ public struct BenchConfiguration: Sendable {
     /// Training sessions held out to choose knobs (never test sessions).
     public var validationSessions = 500
     public var rhos = BudgetLevels.rhos
-    public var lambdas: [Double] = [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2.5, 4, 5, 6, 7, 8, 10, 12, 15, 25, 50]
+    /// Dense where one step of λ moves the most spending: below 0.2, and around 4, where the
+    /// cheap models take over.
+    public var lambdas: [Double] = (0...20).map { Double($0) / 100 }
+        + [0.22, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2, 2.5, 3, 3.5, 3.75, 4, 4.25, 4.5, 4.75, 5, 5.5, 6, 7, 8,
+           10, 15, 25, 50]
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -202,6 +206,7 @@ public enum Bench {
         func learned(_ kind: String, _ net: MLP, _ version: String) -> LearnedPolicy {
             LearnedPolicy(version: version, kind: kind, pool: train.models, featurizer: featurizer.identity,
                           encoder: encoder, scale: scale, lambdaRange: [0, c.hbr.lambdaMax], network: net,
+                          head: kind == "cql" ? trainer.head : .perAction,
                           training: ["transitions": Double(counts.transitions), "steps": Double(report.steps),
                                      "td_loss": report.finalTDLoss])
         }

@@ -7,6 +7,11 @@
 // Rewards are divided by 1 + λ·κ_cheap/κ so that their scale stays put across the λ range
 // while the small cost differences among cheap models still count, and the conservative term
 // is weighted on that same scale (docs/LEARNING.md says why).
+//
+// How the network's outputs make Q(s,·) is its head (`QHead`): one output per model, or the
+// shadow-price form, in which the network learns only the state's value and what money is
+// worth for the rest of the session, and the models are ranked by their expected reward net of
+// that price.
 
 import Foundation
 import SeqRouteCore
@@ -59,13 +64,98 @@ public struct QueryData: Sendable {
     }
 }
 
+/// How a network's outputs make Q(s,·).
+public enum QHead: String, Sendable, Codable {
+    /// One output per model: Q(s,a) is output a.
+    case perAction = "per-action"
+    /// Two outputs (v, u):
+    ///   Q(s,a) = (q̄_a − λ c̄_a)/(1 + λ κ_cheap/κ) + v − softplus(u)·c̄_a,
+    /// q̄_a and c̄_a (cost over κ) being the encoder's training means of model a for the turn's
+    /// task. v is the value of the state; softplus(u) ≥ 0 is the shadow price of money: what one
+    /// κ of spending now costs the rest of the session. Needs an encoder with priors.
+    case shadowPrice = "shadow-price"
+    /// The shadow-price form plus one free output per model: K + 2 outputs (v, u, A_1…A_K),
+    /// Q(s,a) = shadow-price Q(s,a) + A_a.
+    case shadowPriceAndAdvantage = "shadow-price+advantage"
+}
+
+/// Q-values from a network's outputs, and the outputs' gradient from the Q-values' gradient.
+public struct QFunction: Sendable {
+    public let head: QHead
+    public let encoder: StateEncoder
+    public let scale: RewardScale
+
+    public init(head: QHead, encoder: StateEncoder, scale: RewardScale) {
+        precondition(head == .perAction || !encoder.priorQuality.isEmpty,
+                     "the shadow-price head needs an encoder with per-task priors")
+        self.head = head
+        self.encoder = encoder
+        self.scale = scale
+    }
+
+    public var outputWidth: Int {
+        switch head {
+        case .perAction: encoder.modelCount
+        case .shadowPrice: 2
+        case .shadowPriceAndAdvantage: 2 + encoder.modelCount
+        }
+    }
+
+    /// Q(s,·) of row `row` of `outputs` into `q` from `q[row * k]`.
+    public func values(_ outputs: [Float], row: Int, taskIndex: Int?, lambda: Float, into q: inout [Float]) {
+        let k = encoder.modelCount
+        switch head {
+        case .perAction:
+            for m in 0..<k { q[row * k + m] = outputs[row * k + m] }
+        case .shadowPrice, .shadowPriceAndAdvantage:
+            let w = outputWidth, free = head == .shadowPriceAndAdvantage
+            let p = taskIndex ?? encoder.tasks.count
+            let v = outputs[w * row], price = softplus(outputs[w * row + 1])
+            let d = scale.divisor(lambda)
+            for m in 0..<k {
+                let quality = Float(encoder.priorQuality[p][m]), cost = Float(encoder.priorCost[p][m])
+                q[row * k + m] = (quality - lambda * cost) / d + v - price * cost + (free ? outputs[w * row + 2 + m] : 0)
+            }
+        }
+    }
+
+    /// Adds to `gradient` (rows of `outputWidth`) the loss's gradient with respect to row
+    /// `row`'s outputs, given its gradient `gq` with respect to that row's Q-values.
+    public func backward(_ gq: ArraySlice<Float>, outputs: [Float], row: Int, taskIndex: Int?,
+                         into gradient: inout [Float]) {
+        let k = encoder.modelCount
+        switch head {
+        case .perAction:
+            for (m, g) in gq.enumerated() { gradient[row * k + m] += g }
+        case .shadowPrice, .shadowPriceAndAdvantage:
+            let w = outputWidth, free = head == .shadowPriceAndAdvantage
+            let p = taskIndex ?? encoder.tasks.count
+            let u = outputs[w * row + 1]
+            let slope = 1 / (1 + exp(-u))  // softplus′
+            var gv: Float = 0, gc: Float = 0
+            for (m, g) in gq.enumerated() {
+                gv += g
+                gc += g * Float(encoder.priorCost[p][m])
+                if free { gradient[w * row + 2 + m] += g }
+            }
+            gradient[w * row] += gv
+            gradient[w * row + 1] -= slope * gc
+        }
+    }
+
+    private func softplus(_ u: Float) -> Float { u > 20 ? u : log1p(exp(u)) }
+}
+
 public struct CQLConfiguration: Sendable {
+    /// The shadow-price head when the encoder has priors (docs/LEARNING.md: measured better);
+    /// `perAction` otherwise.
+    public var head = QHead.shadowPrice
     public var hidden = [256, 256]
     public var batch = 256
     public var steps = 60_000
     public var learningRate: Float = 3e-4
     /// α on the scale of the rewards trained on.
-    public var alpha: Float = 0.05
+    public var alpha: Float = 0.01
     public var gamma: Float = 1
     /// Soft target update rate per step.
     public var tau: Float = 0.005
@@ -115,11 +205,16 @@ public struct CQLTrainer: Sendable {
     }
 
     /// Trains on `transitions`; `progress` is called every 1,000 steps with (step, mean TD loss).
+    /// The head trained: the configured one, or per-action when the encoder has no priors.
+    public var head: QHead { encoder.priorQuality.isEmpty ? .perAction : configuration.head }
+
+    /// Trains on `transitions`; `progress` is called every 1,000 steps with (step, mean TD loss).
     public func train(_ transitions: [Transition], data: QueryData,
                       progress: (Int, Double) -> Void = { _, _ in }) -> (MLP, TrainingReport) {
         let c = configuration
         let k = encoder.modelCount
-        var online = MLP(sizes: [encoder.width] + c.hidden + [k], seed: c.seed)
+        let qf = QFunction(head: head, encoder: encoder, scale: scale)
+        var online = MLP(sizes: [encoder.width] + c.hidden + [qf.outputWidth], seed: c.seed)
         var target = online
         var adam = Adam(for: online, learningRate: c.learningRate)
         var random = SplitMix64(seed: c.seed &+ 1)
@@ -129,14 +224,25 @@ public struct CQLTrainer: Sendable {
         var x = [Float](repeating: 0, count: c.batch * width)
         var xNext = [Float](repeating: 0, count: c.batch * width)
         var picked = [Transition](repeating: transitions[0], count: c.batch)
+        var q = [Float](repeating: 0, count: c.batch * k)
+        var qNextOnline = q, qNextTarget = q, gq = q
         for step in 1...c.steps {
             for i in 0..<c.batch { picked[i] = transitions[Int(random.next() % UInt64(transitions.count))] }
             fill(&x, &xNext, picked, data)
             let values = online.forward(x, batch: c.batch)
-            let q = values.last!
-            let qNextOnline = online.outputs(xNext, batch: c.batch)
-            let qNextTarget = target.outputs(xNext, batch: c.batch)
-            var grad = [Float](repeating: 0, count: c.batch * k)
+            let out = values.last!
+            let outNextOnline = online.outputs(xNext, batch: c.batch)
+            let outNextTarget = target.outputs(xNext, batch: c.batch)
+            for i in 0..<c.batch {
+                let t = picked[i]
+                qf.values(out, row: i, taskIndex: data.taskIndex[Int(t.query)], lambda: t.lambda, into: &q)
+                if !t.done {
+                    let next = data.taskIndex[Int(t.nextQuery)]
+                    qf.values(outNextOnline, row: i, taskIndex: next, lambda: t.lambda, into: &qNextOnline)
+                    qf.values(outNextTarget, row: i, taskIndex: next, lambda: t.lambda, into: &qNextTarget)
+                }
+            }
+            for i in gq.indices { gq[i] = 0 }
             let inv = 1 / Float(c.batch)
             for i in 0..<c.batch {
                 let t = picked[i]
@@ -148,7 +254,7 @@ public struct CQLTrainer: Sendable {
                 let delta = q[i * k + a] - y
                 lossSum += Double(abs(delta) <= 1 ? 0.5 * delta * delta : abs(delta) - 0.5)
                 lossCount += 1
-                grad[i * k + a] += max(-1, min(1, delta)) * inv
+                gq[i * k + a] += max(-1, min(1, delta)) * inv
                 if c.conservative {
                     let alpha = c.alpha / scale.divisor(t.lambda)
                     var top = -Float.infinity
@@ -156,10 +262,15 @@ public struct CQLTrainer: Sendable {
                     var sum: Float = 0
                     for m in 0..<k where t.feasible & (1 << m) != 0 { sum += exp(q[i * k + m] - top) }
                     for m in 0..<k where t.feasible & (1 << m) != 0 {
-                        grad[i * k + m] += alpha * exp(q[i * k + m] - top) / sum * inv
+                        gq[i * k + m] += alpha * exp(q[i * k + m] - top) / sum * inv
                     }
-                    grad[i * k + a] -= alpha * inv
+                    gq[i * k + a] -= alpha * inv
                 }
+            }
+            var grad = [Float](repeating: 0, count: c.batch * qf.outputWidth)
+            for i in 0..<c.batch {
+                qf.backward(gq[(i * k)..<((i + 1) * k)], outputs: out, row: i,
+                            taskIndex: data.taskIndex[Int(picked[i].query)], into: &grad)
             }
             let g = online.backward(values: values, outputGradient: grad, batch: c.batch)
             adam.apply(g, to: &online)

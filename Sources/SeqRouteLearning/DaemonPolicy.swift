@@ -26,8 +26,19 @@ extension LearnedPolicy {
         guard policy.featurizer == featurizer.identity else {
             throw PolicyFileError(description: "policy \(policy.version) was trained with featurizer \(policy.featurizer), the daemon uses \(featurizer.identity)")
         }
+        let e = policy.encoder
+        let priorsFit = (e.priorQuality.isEmpty && e.priorCost.isEmpty)
+            || (e.priorQuality.count == e.tasks.count + 1 && e.priorCost.count == e.tasks.count + 1
+                && (e.priorQuality + e.priorCost).allSatisfy { $0.count == e.modelCount })
+        guard e.modelCount == pool.count, priorsFit else {
+            throw PolicyFileError(description: "policy \(policy.version) has an encoder that does not fit its pool")
+        }
+        guard policy.head == .perAction || (policy.kind == "cql" && !e.priorQuality.isEmpty) else {
+            throw PolicyFileError(description: "policy \(policy.version): the shadow-price head needs a cql policy with priors")
+        }
         let n = policy.network
-        guard n.inputWidth == policy.encoder.width, n.outputWidth == pool.count,
+        let outputs = QFunction(head: policy.head, encoder: e, scale: policy.scale).outputWidth
+        guard n.inputWidth == e.width, n.outputWidth == outputs,
               n.weights.indices.allSatisfy({ n.weights[$0].count == n.sizes[$0] * n.sizes[$0 + 1] && n.biases[$0].count == n.sizes[$0 + 1] })
         else {
             throw PolicyFileError(description: "policy \(policy.version) has a network whose shape does not match its encoder and pool")

@@ -16,10 +16,14 @@ public struct LearnedPolicy: Sendable, Codable {
     public var scale: RewardScale
     public var lambdaRange: [Double]
     public var network: MLP
+    /// How the network's outputs make the scores (always per-action for "bc"). Files written
+    /// before the shadow-price head existed lack it: per-action.
+    public var head: QHead
     public var training: [String: Double]
 
     public init(version: String, kind: String, pool: [String], featurizer: String, encoder: StateEncoder,
-                scale: RewardScale, lambdaRange: [Double], network: MLP, training: [String: Double]) {
+                scale: RewardScale, lambdaRange: [Double], network: MLP, head: QHead = .perAction,
+                training: [String: Double]) {
         self.version = version
         self.kind = kind
         self.pool = pool
@@ -28,7 +32,26 @@ public struct LearnedPolicy: Sendable, Codable {
         self.scale = scale
         self.lambdaRange = lambdaRange
         self.network = network
+        self.head = head
         self.training = training
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, kind, pool, featurizer, encoder, scale, lambdaRange, network, head, training
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        version = try c.decode(String.self, forKey: .version)
+        kind = try c.decode(String.self, forKey: .kind)
+        pool = try c.decode([String].self, forKey: .pool)
+        featurizer = try c.decode(String.self, forKey: .featurizer)
+        encoder = try c.decode(StateEncoder.self, forKey: .encoder)
+        scale = try c.decode(RewardScale.self, forKey: .scale)
+        lambdaRange = try c.decode([Double].self, forKey: .lambdaRange)
+        network = try c.decode(MLP.self, forKey: .network)
+        head = try c.decodeIfPresent(QHead.self, forKey: .head) ?? .perAction
+        training = try c.decode([String: Double].self, forKey: .training)
     }
 
     /// Scores of every model for one state.
@@ -41,7 +64,12 @@ public struct LearnedPolicy: Sendable, Codable {
                            budgetUSD: budgetUSD, remainingUSD: remainingUSD, holdsUSD: holdsUSD, feasible: feasible,
                            previous: previous, lambda: lambda)
         }
-        return network.outputs(row, batch: 1)
+        let outputs = network.outputs(row, batch: 1)
+        guard head != .perAction else { return outputs }
+        var q = [Float](repeating: 0, count: encoder.modelCount)
+        QFunction(head: head, encoder: encoder, scale: scale)
+            .values(outputs, row: 0, taskIndex: taskIndex, lambda: Float(lambda), into: &q)
+        return q
     }
 
     /// The best-scoring feasible model, or nil when none is feasible.

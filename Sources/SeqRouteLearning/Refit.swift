@@ -77,7 +77,15 @@ public struct RefitData: Sendable {
 }
 
 public struct RefitConfiguration: Sendable {
-    public var cql = CQLConfiguration()
+    /// The per-action head and α = 0.05: the shadow-price head, best in the benchmark, rests
+    /// on the per-task means as priors, and the log's means of seldom-chosen models are too
+    /// rough for it (measured: docs/BENCHMARKS.md, the learning loop).
+    public var cql: CQLConfiguration = {
+        var c = CQLConfiguration()
+        c.head = .perAction
+        c.alpha = 0.05
+        return c
+    }()
     public var hbr = HBRConfiguration()
     /// Give the network each query's feature vector (off: task label, priors and budget state).
     public var queryFeatures = false
@@ -186,6 +194,7 @@ public enum Refit {
         }
         return LearnedPolicy(version: version, kind: "cql", pool: pool, featurizer: featurizer.identity,
                              encoder: encoder, scale: scale, lambdaRange: [0, c.hbr.lambdaMax], network: network,
+                             head: trainer.head,
                              training: ["sessions": Double(data.training.count), "decisions": Double(taskIndex.count),
                                         "transitions": Double(counts.transitions),
                                         "bankruptcy_transitions": Double(counts.bankruptcies),

@@ -62,7 +62,8 @@ public enum LoadGenerator {
         let totals = Totals()
         let group = DispatchGroup()
         let started = DispatchTime.now().uptimeNanoseconds
-        // Each connection paces its own share of the rate: one decision every `interval` ns.
+        // Each connection paces its own share of the rate: one decision every `interval` ns,
+        // at its own phase within the interval.
         let interval = o.rate > 0 ? UInt64(1e9 * Double(o.connections) / o.rate) : 0
 
         let watcher = try o.watchDSN.map { dsn -> AccountWatcher in
@@ -81,7 +82,9 @@ public enum LoadGenerator {
                 var myDecisions = 0, myBankrupt = 0, myErrors = 0
                 var myFirstErrors: [String] = []
                 var random = SplitMix64(seed: o.seed &+ UInt64(c) &* 0x9E37)
-                var next = DispatchTime.now().uptimeNanoseconds
+                // Connections start their schedules spread over one interval, so that the
+                // offered load is even rather than every connection firing at the same instant.
+                var next = DispatchTime.now().uptimeNanoseconds + interval * UInt64(c) / UInt64(o.connections)
                 func failed(_ what: String) {
                     myErrors += 1
                     if myFirstErrors.count < 3 { myFirstErrors.append(what) }

@@ -364,16 +364,23 @@ struct Bench: ParsableCommand {
     var queryFeatures = false
     @Flag(help: "Do not give the learned policies the per-task training means of each model.")
     var noTaskPriors = false
+    @Option(help: "CQL's conservative weight α, on the reward scale (default 0.01).") var alpha: Float?
+    @Option(help: "How the CQL networks' outputs make Q: shadow-price, shadow-price+advantage or per-action.")
+    var head: String = QHead.shadowPrice.rawValue
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let alpha, !(alpha >= 0 && alpha.isFinite) { throw ValidationError("--alpha must be a finite number ≥ 0") }
     }
 
     func run() throws {
         var c = quick ? BenchConfiguration.quick : BenchConfiguration()
         if let steps { c.cql.steps = steps }
+        if let alpha { c.cql.alpha = alpha }
         c.queryFeatures = queryFeatures
         c.taskPriors = !noTaskPriors
+        guard let h = QHead(rawValue: head) else { throw ValidationError("unknown --head \(head)") }
+        c.cql.head = h
         c.seed = seed
         let started = Date()
         let log: @Sendable (String) -> Void = { line in

@@ -6,13 +6,17 @@ import SeqRouteServer
 import Testing
 
 @Suite(.serialized) struct PolicyReloadTests {
-    func policyFile(_ path: String, version: String, pool: [String] = ["big", "mid", "small"]) throws {
+    /// A policy file; `priors` gives the encoder per-task means (the shadow-price head needs them).
+    func policyFile(_ path: String, version: String, pool: [String] = ["big", "mid", "small"], head: QHead = .perAction,
+                    priors: Bool = false) throws {
+        let row = pool.indices.map { Double($0 + 1) / Double(pool.count) }
         let encoder = StateEncoder(featureDimension: 64, tasks: ["qa"], modelCount: pool.count, priceScaleUSD: 0.01,
-                                   lambdaMax: 50)
+                                   lambdaMax: 50, priorQuality: priors ? [row, row] : [], priorCost: priors ? [row, row] : [])
+        let outputs = head == .perAction ? pool.count : 2
         let policy = LearnedPolicy(version: version, kind: "cql", pool: pool, featurizer: HashingFeaturizer().identity,
                                    encoder: encoder, scale: RewardScale(priceScaleUSD: 0.01, cheapRatio: 0.05),
-                                   lambdaRange: [0, 50], network: MLP(sizes: [encoder.width, 8, pool.count], seed: 1),
-                                   training: [:])
+                                   lambdaRange: [0, 50], network: MLP(sizes: [encoder.width, 8, outputs], seed: 1),
+                                   head: head, training: [:])
         try JSONEncoder().encode(policy).write(to: URL(fileURLWithPath: path))
     }
 
@@ -44,10 +48,21 @@ import Testing
         try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: good))
         #expect(try c.request("RELOAD").hasPrefix("ERR reload_failed "))
         #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10"))["policy"] == "test-policy-1")
+        // A shadow-price head without the priors it needs.
+        try policyFile(good, version: "test-policy-4", head: .shadowPrice)
+        let headless = try c.request("RELOAD")
+        #expect(headless.hasPrefix("ERR reload_failed ") && headless.contains("shadow-price"), "\(headless)")
 
         let db = try PGConnection(dsn: dsn)
         let row = try db.query("SELECT policy_version, array_length(scores, 1), propensity FROM decisions WHERE session_id = 'p1' AND turn = 2")[0]
         #expect(row[0] == "test-policy-1" && row.int(1) == 3 && (row.double(2) ?? 0) > 0)
+
+        // A shadow-price policy routes, and logs one score per model.
+        try policyFile(good, version: "test-policy-5", head: .shadowPrice, priors: true)
+        #expect(try c.request("RELOAD") == "OK policy=test-policy-5")
+        #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa"))["policy"] == "test-policy-5")
+        let shadow = try db.query("SELECT array_length(scores, 1) FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-5'")
+        #expect(shadow.count == 1 && shadow[0].int(0) == 3)
         #expect(daemon.terminate() == 0)
     }
 

@@ -43,6 +43,33 @@ import Testing
         #expect(worst < 2e-2, "worst relative error \(worst)")
     }
 
+    /// The shadow-price head's backward pass against central finite differences of
+    /// L = Σ w_a · Q(s,a) with respect to the two outputs (v, u).
+    @Test func shadowPriceHeadGradientMatchesFiniteDifferences() {
+        let encoder = StateEncoder(featureDimension: 0, tasks: ["a", "b"], modelCount: 3, priceScaleUSD: 2, lambdaMax: 50,
+                                   priorQuality: [[0.2, 0.5, 0.9], [0.1, 0.6, 0.7], [0.15, 0.55, 0.8]],
+                                   priorCost: [[0.05, 0.3, 1.2], [0.1, 0.4, 0.9], [0.07, 0.35, 1]])
+        let qf = QFunction(head: .shadowPrice, encoder: encoder, scale: RewardScale(priceScaleUSD: 2, cheapRatio: 0.05))
+        let w: [Float] = [0.7, -1.3, 0.4]
+        for (task, lambda, outputs) in [(0, Float(0), [Float(0.2), -0.5]), (1, 3, [-1, 1.5]), (2, 0.4, [0.3, 0])] {
+            let taskIndex: Int? = task < 2 ? task : nil
+            func loss(_ o: [Float]) -> Double {
+                var q = [Float](repeating: 0, count: 3)
+                qf.values(o, row: 0, taskIndex: taskIndex, lambda: lambda, into: &q)
+                return zip(q, w).reduce(0) { $0 + Double($1.0 * $1.1) }
+            }
+            var g: [Float] = [0, 0]
+            qf.backward(ArraySlice(w), outputs: outputs, row: 0, taskIndex: taskIndex, into: &g)
+            for j in 0..<2 {
+                var plus = outputs, minus = outputs
+                plus[j] += 1e-2
+                minus[j] -= 1e-2
+                let numeric = (loss(plus) - loss(minus)) / 2e-2
+                #expect(abs(numeric - Double(g[j])) < 1e-3, "output \(j): numeric \(numeric), analytic \(g[j])")
+            }
+        }
+    }
+
     @Test func adamFitsALinearMap() {
         var net = MLP(sizes: [2, 16, 1], seed: 1)
         var adam = Adam(for: net, learningRate: 1e-2)
@@ -80,7 +107,9 @@ struct ToyMDP {
 }
 
 @Suite struct ToyMDPTests {
-    @Test func cqlWithHBRLearnsToSaveAndMyopicDoesNot() throws {
+    /// Both heads; the shadow-price head gets the toy's per-task means as priors (it needs them).
+    @Test(arguments: [QHead.perAction, .shadowPrice])
+    func cqlWithHBRLearnsToSaveAndMyopicDoesNot(head: QHead) throws {
         let table = ToyMDP.table, holds = Holds(training: table), stats = TrainingStats(training: table)
         let sim = ToyMDP.simulator
         let budgets = ToyMDP.sessions.map { _ in ToyMDP.budget }
@@ -94,19 +123,25 @@ struct ToyMDP {
         #expect(counts.transitions == buffer.count && counts.bankruptcies > 0)
 
         let featurizer = HashingFeaturizer(dimension: 16)
-        let encoder = StateEncoder(featureDimension: 16, tasks: ["easy", "hard"], modelCount: 2, priceScaleUSD: 10, lambdaMax: 50)
+        let priors = head == .shadowPrice
+        let encoder = StateEncoder(featureDimension: 16, tasks: ["easy", "hard"], modelCount: 2, priceScaleUSD: 10, lambdaMax: 50,
+                                   priorQuality: priors ? [[0.9, 1], [0, 1], [0.45, 1]] : [],
+                                   priorCost: priors ? [[0.1, 1], [0.1, 1], [0.1, 1]] : [])
         let data = QueryData(table: table, holds: holds, encoder: encoder, featurizer: featurizer)
         var config = CQLConfiguration()
+        config.head = head
         config.hidden = [32, 32]
         config.batch = 64
         config.steps = 1_500
         config.learningRate = 3e-3
         config.tau = 0.02
-        let (net, _) = CQLTrainer(encoder: encoder, scale: RewardScale(priceScaleUSD: 10, cheapRatio: 0.1),
-                                  configuration: config).train(buffer, data: data)
+        let trainer = CQLTrainer(encoder: encoder, scale: RewardScale(priceScaleUSD: 10, cheapRatio: 0.1),
+                                 configuration: config)
+        #expect(trainer.head == head)
+        let (net, _) = trainer.train(buffer, data: data)
         let policy = LearnedPolicy(version: "toy", kind: "cql", pool: table.models, featurizer: featurizer.identity,
                                    encoder: encoder, scale: RewardScale(priceScaleUSD: 10, cheapRatio: 0.1),
-                                   lambdaRange: [0, 50], network: net, training: [:])
+                                   lambdaRange: [0, 50], network: net, head: head, training: [:])
         let learned = sim.run(LearnedSimPolicy(policy: policy, data: data, lambda: 0), sessions: ToyMDP.sessions,
                               budgetsUSD: budgets, seed: 4).metrics
         let myopic = sim.run(SingleModelHeuristic.strongest(stats), sessions: ToyMDP.sessions,
@@ -188,6 +223,22 @@ struct ToyMDP {
 }
 
 @Suite struct LearnedPolicyTests {
+    /// A policy file written before heads existed has no "head": it is read as per-action, and
+    /// a shadow-price file keeps its head through a round trip.
+    @Test func policyFilesKeepTheirHead() throws {
+        let encoder = StateEncoder(featureDimension: 0, tasks: ["a"], modelCount: 2, priceScaleUSD: 1, lambdaMax: 50,
+                                   priorQuality: [[0.2, 0.9], [0.2, 0.9]], priorCost: [[0.1, 1], [0.1, 1]])
+        let policy = LearnedPolicy(version: "v", kind: "cql", pool: ["x", "y"], featurizer: "f", encoder: encoder,
+                                   scale: RewardScale(priceScaleUSD: 1, cheapRatio: 0.1), lambdaRange: [0, 50],
+                                   network: MLP(sizes: [encoder.width, 4, 2], seed: 1), head: .shadowPrice, training: [:])
+        let data = try JSONEncoder().encode(policy)
+        #expect(try JSONDecoder().decode(LearnedPolicy.self, from: data).head == .shadowPrice)
+        var object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(object.removeValue(forKey: "head") != nil)
+        let old = try JSONDecoder().decode(LearnedPolicy.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(old.head == .perAction)
+    }
+
     /// A briefly trained network on RouterBench never picks an infeasible model, at any level.
     @Test func neverChoosesAnInfeasibleModel() throws {
         let bench = try routerBenchSim.get()
