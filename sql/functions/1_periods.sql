@@ -16,15 +16,18 @@ $$;
 -- last value bounds every entry of these accounts so far, as their rows are locked).
 -- held is left as it is: a hold placed in the old period still occupies the new one until it
 -- is reported, and what it captures is the new period's spend. The caller holds the rows' locks.
+-- PL/pgSQL rather than SQL: it runs with every batch, and PL/pgSQL keeps its plan between calls
+-- where a SQL function would plan its UPDATE anew each time.
 CREATE OR REPLACE FUNCTION seqroute_roll_periods(ids text[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE accounts a
        SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
            period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
            updated_at = now()
      WHERE a.id = ANY (ids) AND a.period <> 'none'
-       AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
-$$;
+       AND a.period_start < seqroute_period_start(a.period, a.time_zone, now());
+END $$;
 
 -- Sets an account's period and time zone; spent becomes the spend of the period under way,
 -- recomputed from the entries (all of them for 'none'). Creates nothing: the account must exist.

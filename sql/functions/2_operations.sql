@@ -21,6 +21,8 @@ DECLARE
     -- The kinds of operation present in the round: statements for absent kinds are skipped.
     kinds   text[];
     this_round integer;
+    -- The accounts of the batch's sessions and OPENs.
+    touched text[];
 BEGIN
     -- The batch, decoded once into a temporary table that lives as long as the connection.
     -- It is emptied with DELETE, not TRUNCATE (nor ON COMMIT DELETE ROWS, which truncates):
@@ -54,13 +56,11 @@ BEGIN
            (e.x->>'q')::double precision, (e.x->>'i')::integer, (e.x->>'o')::integer
       FROM jsonb_array_elements(ops) WITH ORDINALITY AS e (x, n);
 
-    PERFORM 1 FROM (SELECT DISTINCT se.account_id AS id FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-                    UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open') x
-                   JOIN accounts a ON a.id = x.id
-     ORDER BY a.id FOR UPDATE OF a;
+    touched := array(SELECT se.account_id FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
+                     UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open');
+    PERFORM 1 FROM accounts a WHERE a.id = ANY (touched) ORDER BY a.id FOR UPDATE;
     -- A budget period that has ended starts afresh (sql/functions/1_periods.sql).
-    PERFORM seqroute_roll_periods(array(SELECT DISTINCT se.account_id FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-                                        UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open'));
+    PERFORM seqroute_roll_periods(touched);
     PERFORM 1 FROM (SELECT DISTINCT b.s AS id FROM seqroute_batch_v2 b) x JOIN sessions se ON se.id = x.id
      ORDER BY se.id FOR UPDATE OF se;
 
