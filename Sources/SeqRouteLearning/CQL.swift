@@ -204,7 +204,6 @@ public struct CQLTrainer: Sendable {
         self.configuration = configuration
     }
 
-    /// Trains on `transitions`; `progress` is called every 1,000 steps with (step, mean TD loss).
     /// The head trained: the configured one, or per-action when the encoder has no priors.
     public var head: QHead { encoder.priorQuality.isEmpty ? .perAction : configuration.head }
 
