@@ -36,9 +36,20 @@ enum TestCluster {
     }
 }
 
-func makeTempDirectory(_ tag: String) throws -> String {
+/// Every folder a test makes lives under one root per test process, removed when the process
+/// exits. Handlers registered with atexit run last-registered first, and the root is made before
+/// the shared cluster registers its stop, so the cluster stops before its folder goes.
+let testRoot: String = {
     // Short paths: a Unix socket path must fit in 107 bytes.
-    let path = "/tmp/sr-\(tag)-" + String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+    let path = "/tmp/sr-" + String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    chmod(path, 0o755)
+    atexit { try? FileManager.default.removeItem(atPath: testRoot) }
+    return path
+}()
+
+func makeTempDirectory(_ tag: String) throws -> String {
+    let path = testRoot + "/\(tag)-" + String(UInt32.random(in: 0..<UInt32.max), radix: 36)
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     chmod(path, 0o755)
     return path

@@ -41,9 +41,16 @@ struct Bench: Sendable {
 
 let routerBenchSim: Result<Bench, any Error> = Result { try Bench(routerBench.get()) }
 
-func makeTempDirectory() throws -> URL {
+/// One root per test process for the folders tests make, removed when the process exits.
+let testRoot: URL = {
     let url = FileManager.default.temporaryDirectory
         .appendingPathComponent("seqroute-learning-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
+    atexit { try? FileManager.default.removeItem(at: testRoot) }
+    return url
+}()
+
+func makeTempDirectory() throws -> URL {
+    let url = testRoot.appendingPathComponent(String(UInt64.random(in: 0..<UInt64.max), radix: 36))
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }

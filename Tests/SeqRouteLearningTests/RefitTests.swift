@@ -119,7 +119,7 @@ func loggedTurn(session: String, turn: Int, model: Int?, propensity: Double?, bu
         let policy = try Refit.train(data, pool: ["a", "b"], featurizer: HashingFeaturizer(), version: "v-test",
                                      configuration: c)
         #expect(policy.training["sessions"] == Double(data.training.count) && (policy.training["transitions"] ?? 0) > 0)
-        let dir = NSTemporaryDirectory() + "refit-\(UInt32.random(in: 0..<UInt32.max))"
+        let dir = try makeTempDirectory().path + "/policies"
         let store = PolicyStore(directory: dir, activeLink: dir + "/active.json")
         let (path, sum) = try store.write(policy)
         #expect(try store.checksum(of: path) == sum)
@@ -135,7 +135,7 @@ func loggedTurn(session: String, turn: Int, model: Int?, propensity: Double?, bu
     /// The active link never replaces a regular file, and a refused activation puts back the
     /// previous link exactly as it was, relative target included.
     @Test func activeLinkKeepsRegularFilesAndRestoresVerbatim() throws {
-        let dir = NSTemporaryDirectory() + "links-\(UInt32.random(in: 0..<UInt32.max))"
+        let dir = try makeTempDirectory().path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let store = PolicyStore(directory: dir, activeLink: dir + "/active.json")
         try Data("hand-made policy".utf8).write(to: URL(fileURLWithPath: dir + "/active.json"))
