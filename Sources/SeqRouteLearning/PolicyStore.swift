@@ -51,7 +51,7 @@ public struct PolicyStore: Sendable {
 
     /// Puts back what `activate` returned, verbatim; nil removes the link.
     public func restore(_ previous: String?) throws {
-        if let previous { try pointLink(at: previous) } else { unlink(activeLink) }
+        if let previous { _ = try pointLink(at: previous) } else { unlink(activeLink) }
     }
 
     private func pointLink(at target: String) throws -> String? {

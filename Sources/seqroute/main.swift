@@ -351,6 +351,8 @@ struct Import: ParsableCommand {
     }
 }
 
+extension QHead: ExpressibleByArgument {}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run every policy on sessions built from canonical query tables; write bench.json, bench.md, frontier.svg.")
@@ -366,7 +368,7 @@ struct Bench: ParsableCommand {
     var noTaskPriors = false
     @Option(help: "CQL's conservative weight α, on the reward scale (default 0.01).") var alpha: Float?
     @Option(help: "How the CQL networks' outputs make Q: shadow-price, shadow-price+advantage or per-action.")
-    var head: String = QHead.shadowPrice.rawValue
+    var head: QHead = .shadowPrice
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
@@ -379,8 +381,7 @@ struct Bench: ParsableCommand {
         if let alpha { c.cql.alpha = alpha }
         c.queryFeatures = queryFeatures
         c.taskPriors = !noTaskPriors
-        guard let h = QHead(rawValue: head) else { throw ValidationError("unknown --head \(head)") }
-        c.cql.head = h
+        c.cql.head = head
         c.seed = seed
         let started = Date()
         let log: @Sendable (String) -> Void = { line in
