@@ -1,16 +1,7 @@
 -- The money rules of SPEC section 4, applied to a batch of requests in one transaction
 -- (group commit). The daemon sends a JSON array of operations; seqroute_apply() answers one
--- row per operation, tagged with the operation's position n.
---
--- The work is set-based: a handful of statements per batch, whatever its size, instead of a
--- handful per request. Requests in one batch arrived concurrently, so any order among them is
--- a valid serial order; the batch is processed in rounds, round r taking the r-th operation
--- of each session (sessions are distinct within a round), and within a round: OPEN, STATUS,
--- FEEDBACK, REPORT, CLOSE, then ROUTE (so that routes see money that reports released).
---
--- Every account and session row the batch touches is locked first, in one global order
--- (accounts by id, then sessions by id): batches from several daemons never deadlock, and a
--- hot account row is locked once per batch.
+-- row per operation, tagged with the operation's position n. How a batch is worked is told
+-- in sql/functions/2_operations.sql and docs/LEDGER.md.
 
 CREATE TYPE seqroute_result AS (
     n                 integer,

@@ -111,8 +111,7 @@ public final class GroupCommitter: @unchecked Sendable {
                 cond.unlock()
                 return
             }
-            let batch = Array(queue.prefix(maxBatch))
-            queue.removeFirst(batch.count)
+            let batch = takeBatch()
             cond.unlock()
 
             if !batch.isEmpty {
@@ -123,6 +122,30 @@ public final class GroupCommitter: @unchecked Sendable {
                 nextHousekeeping = Date().addingTimeInterval(housekeepingInterval)
             }
         }
+    }
+
+    /// Takes the next batch off the queue. The caller holds `cond`.
+    private func takeBatch() -> [(LedgerOperation, Completion)] {
+        let (batch, rest) = Self.nextBatch(of: queue, max: maxBatch) { $0.0.session }
+        queue = rest
+        return batch
+    }
+
+    /// Up to `max` items of `queue` with distinct sessions, in arrival order, and what is left.
+    /// An item whose session is already in the batch stays, and so does everything after it for
+    /// that session: each session's operations are applied in the order they came.
+    public static func nextBatch<T>(of queue: [T], max: Int, session: (T) -> String) -> (batch: [T], rest: [T]) {
+        var batch: [T] = []
+        var rest: [T] = []
+        var sessions = Set<String>()
+        for item in queue {
+            if batch.count < max && sessions.insert(session(item)).inserted {
+                batch.append(item)
+            } else {
+                rest.append(item)
+            }
+        }
+        return (batch, rest)
     }
 
     private func markDown(_ error: PGError) {
@@ -182,15 +205,22 @@ public final class GroupCommitter: @unchecked Sendable {
         json.reserveCapacity(ops.count * 900)
         for (i, op) in ops.enumerated() {
             if i > 0 { json += "," }
-            op.appendJSON(to: &json)
+            op.appendJSON(position: i + 1, to: &json)
         }
         json += "]"
-        let rows = try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json])
-        guard rows.count == ops.count, rows.enumerated().allSatisfy({ $0.element.int(0) == $0.offset + 1 }) else {
-            throw PGError(sqlState: nil, message: "seqroute_apply answered \(rows.count) rows for \(ops.count) operations",
-                          connectionLost: false)
+        // One row per operation, grouped by kind: put them back in the batch's order.
+        var results = [LedgerResult?](repeating: nil, count: ops.count)
+        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json]) {
+            guard let n = row.int(0), (1...ops.count).contains(n), results[n - 1] == nil else {
+                throw PGError(sqlState: nil, message: "seqroute_apply answered an unexpected row \(row.int(0).map(String.init) ?? "null")",
+                              connectionLost: false)
+            }
+            results[n - 1] = LedgerResult(row)
         }
-        return rows.map(LedgerResult.init)
+        guard results.allSatisfy({ $0 != nil }) else {
+            throw PGError(sqlState: nil, message: "seqroute_apply left operations of the batch unanswered", connectionLost: false)
+        }
+        return results.map { $0! }
     }
 
     private func housekeeping(_ db: PGConnection?) -> PGConnection? {

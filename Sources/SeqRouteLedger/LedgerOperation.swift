@@ -55,9 +55,20 @@ public enum LedgerOperation: Sendable {
     case close(session: String)
     case status(session: String)
 
-    /// One element of the JSON array that seqroute_apply() reads.
-    func appendJSON(to out: inout String) {
+    /// The session the operation concerns; a batch holds at most one operation per session.
+    public var session: String {
+        switch self {
+        case .open(let session, _, _, _, _, _), .feedback(let session, _, _), .close(let session), .status(let session):
+            return session
+        case .route(let r): return r.session
+        case .report(let r): return r.session
+        }
+    }
+
+    /// One element of the JSON array that seqroute_apply() reads; `n` is its 1-based position.
+    func appendJSON(position n: Int, to out: inout String) {
         var o = JSONObject()
+        o.add("n", Int64(n))
         switch self {
         case let .open(session, account, user, budget, horizon, lambda):
             o.add("k", "open"); o.add("s", session); o.add("a", account); o.add("u", user)

@@ -1,288 +1,264 @@
--- The functions behind the money rules (SPEC section 4); the batch format and the order of
--- work are described in 002_operations.sql. Replaced whole (CREATE OR REPLACE) whenever this
--- file changes: `seqroute migrate` records its SHA-256 in schema_definitions. The batch's
--- temporary table carries a version in its name, so that a connection that still holds the
--- table of an older definition gets a fresh one.
+-- The functions behind the money rules (SPEC section 4); the batch format is described in
+-- 007_batch_op.sql and docs/LEDGER.md. Replaced whole (CREATE OR REPLACE) whenever this file
+-- changes: `seqroute migrate` records its SHA-256 in schema_definitions.
 
--- Every statement here touches a handful of rows by key, driven by the small batch table.
--- The planner cannot know how small that table is (its statistics are never analysed), and
--- would rather hash a young sessions or decisions table whole than probe it by key, a choice
--- whose cost grows with the log. Nested loops only, then: the batch drives, the big tables
--- are probed by key. No bitmap scans either: they would AND the session's key with the
--- partial index of open holds, whose dead entries pile up between vacuums. Plans are made
--- once (generic), not for every batch. And no JIT: compiling these statements costs more
--- than running them.
+-- A batch is applied in a fixed handful of statements, whatever its size: decode, lock, then
+-- one statement per kind of operation present (its reads and writes joined in one statement
+-- with data-modifying CTEs), in the order OPEN, STATUS, FEEDBACK, REPORT, CLOSE, ROUTE, so that
+-- routes see the money that reports and closes of the same batch freed. The daemon never puts
+-- two operations of one session in a batch (GroupCommitter), so within a statement every
+-- session, decision and account row is written at most once; a batch that breaks this is
+-- refused whole.
+--
+-- Every statement touches a handful of rows by key, driven by the batch. The planner cannot
+-- know how small the batch is, and would rather hash a young sessions or decisions table whole
+-- than probe it by key, a choice whose cost grows with the log. Nested loops only, then: the
+-- batch drives, the big tables are probed by key. No bitmap scans either: they would AND the
+-- session's key with the partial index of open holds, whose dead entries pile up between
+-- vacuums. Plans are made once (generic), not for every batch. And no JIT: compiling these
+-- statements costs more than running them.
 CREATE OR REPLACE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
-SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
+SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    rounds  integer;
-    -- The kinds of operation present in the round: statements for absent kinds are skipped.
+    batch   seqroute_op[];
+    -- The kinds of operation present: statements for absent kinds are skipped.
     kinds   text[];
-    this_round integer;
+    sids    text[];
+    repeats boolean;
     -- The accounts of the batch's sessions and OPENs.
     touched text[];
 BEGIN
-    -- The batch, decoded once into a temporary table that lives as long as the connection.
-    -- It is emptied with DELETE, not TRUNCATE (nor ON COMMIT DELETE ROWS, which truncates):
-    -- a truncation invalidates every cached plan of this function. Only when the dead rows
-    -- have grown the table past 1 MB is it truncated, and the plans made again.
-    IF to_regclass('pg_temp.seqroute_batch_v2') IS NULL THEN
-    CREATE TEMP TABLE seqroute_batch_v2 (
-        n integer PRIMARY KEY, rnd integer, k text, s text,
-        a text, u text, b bigint, h integer, l double precision,      -- open (and route's λ)
-        t integer, m text, hd bigint, mh bigint, pv text, pool text, task text, pt integer,
-        f real[], bs double precision[], hs bigint[], fe boolean[], p double precision,
-        sc double precision[], pu bigint,                                 -- route
-        c bigint, q double precision, i integer, o integer,             -- report, feedback
-        account text, dstatus text, dhold bigint,                       -- looked up
-        res seqroute_result
-    );
-    ELSIF pg_relation_size('pg_temp.seqroute_batch_v2') > 1048576 THEN
-        TRUNCATE seqroute_batch_v2;
-    ELSE
-        DELETE FROM seqroute_batch_v2;
+    SELECT array_agg(x ORDER BY x.n), array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
+      INTO batch, kinds, sids, repeats
+      FROM jsonb_populate_recordset(NULL::seqroute_op, ops) x;
+    IF repeats THEN
+        RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    INSERT INTO seqroute_batch_v2 (n, rnd, k, s, a, u, b, h, l, t, m, hd, mh, pv, pool, task, pt, f, bs, hs, fe,
-                                p, sc, pu, c, q, i, o)
-    SELECT e.n, row_number() OVER (PARTITION BY e.x->>'s' ORDER BY e.n), e.x->>'k', e.x->>'s', e.x->>'a',
-           e.x->>'u', (e.x->>'b')::bigint, (e.x->>'h')::integer, (e.x->>'l')::double precision,
-           (e.x->>'t')::integer, e.x->>'m', (e.x->>'hd')::bigint, (e.x->>'mh')::bigint, e.x->>'pv',
-           e.x->>'pool', e.x->>'task', (e.x->>'pt')::integer, (e.x->>'f')::real[],
-           (e.x->>'bs')::double precision[], (e.x->>'hs')::bigint[], (e.x->>'fe')::boolean[],
-           (e.x->>'p')::double precision, (e.x->>'sc')::double precision[], (e.x->>'pu')::bigint, (e.x->>'c')::bigint,
-           (e.x->>'q')::double precision, (e.x->>'i')::integer, (e.x->>'o')::integer
-      FROM jsonb_array_elements(ops) WITH ORDINALITY AS e (x, n);
-
-    touched := array(SELECT se.account_id FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-                     UNION SELECT b.a FROM seqroute_batch_v2 b WHERE b.k = 'open');
-    PERFORM 1 FROM accounts a WHERE a.id = ANY (touched) ORDER BY a.id FOR UPDATE;
+    -- Locks in one global order (accounts by id, then sessions by id), so that batches of
+    -- several daemons and the operator's tools never deadlock.
+    touched := array(SELECT l.id FROM (
+                        SELECT a.id FROM accounts a
+                         WHERE a.id IN (SELECT se.account_id FROM sessions se WHERE se.id = ANY (sids)
+                                        UNION SELECT x.a FROM unnest(batch) x WHERE x.k = 'open')
+                         ORDER BY a.id FOR UPDATE) l);
     -- A budget period that has ended starts afresh (sql/functions/1_periods.sql).
     PERFORM seqroute_roll_periods(touched);
-    PERFORM 1 FROM (SELECT DISTINCT b.s AS id FROM seqroute_batch_v2 b) x JOIN sessions se ON se.id = x.id
-     ORDER BY se.id FOR UPDATE OF se;
+    PERFORM 1 FROM sessions se WHERE se.id = ANY (sids) ORDER BY se.id FOR UPDATE;
 
-    SELECT max(b.rnd) INTO rounds FROM seqroute_batch_v2 b;
-    FOR this_round IN 1..coalesce(rounds, 0) LOOP
-        SELECT array_agg(DISTINCT b.k) INTO kinds FROM seqroute_batch_v2 b WHERE b.rnd = this_round;
+    IF 'open' = ANY (kinds) THEN
+        RETURN QUERY
+        WITH o AS (SELECT x.n, x.s, x.a, x.u, x.b, x.h, x.l FROM unnest(batch) x WHERE x.k = 'open'),
+        made AS (
+            INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
+            SELECT o.s, o.a, o.u, o.b, o.h, o.l FROM o JOIN accounts a ON a.id = o.a
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id)
+        SELECT o.n, CASE WHEN made.id IS NOT NULL THEN 'ok' WHEN a.id IS NULL THEN 'unknown_account' ELSE 'exists' END,
+               NULL::integer, o.b, 0::bigint, 0::bigint, NULL::bigint, o.h, o.l, 'open', false, NULL::bigint,
+               NULL::bigint, a.cap - a.spent - a.held
+          FROM o LEFT JOIN made ON made.id = o.s LEFT JOIN accounts a ON a.id = o.a;
+    END IF;
 
-        -- OPEN
-        IF 'open' = ANY (kinds) THEN
-            WITH made AS (
-                INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
-                SELECT b.s, b.a, b.u, b.b, b.h, b.l
-                  FROM seqroute_batch_v2 b JOIN accounts a ON a.id = b.a
-                 WHERE b.rnd = this_round AND b.k = 'open'
-                ON CONFLICT (id) DO NOTHING
-                RETURNING id)
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, CASE WHEN made.id IS NOT NULL THEN 'ok'
-                                       WHEN a.id IS NULL THEN 'unknown_account' ELSE 'exists' END,
-                             NULL, b.b, 0, 0, NULL, b.h, b.l, 'open', false, NULL, NULL, NULL)::seqroute_result,
-                   account = b.a
-              FROM seqroute_batch_v2 b2 LEFT JOIN made ON made.id = b2.s LEFT JOIN accounts a ON a.id = b2.a
-             WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'open';
-        END IF;
+    IF 'status' = ANY (kinds) THEN
+        RETURN QUERY
+        SELECT x.n, CASE WHEN se.id IS NULL THEN 'unknown_session' ELSE 'ok' END, se.turns, se.budget, se.spent,
+               se.held, NULL::bigint, se.horizon, se.lambda, se.state, se.closed_at IS NOT NULL, NULL::bigint,
+               NULL::bigint, a.cap - a.spent - a.held
+          FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+         WHERE x.k = 'status';
+    END IF;
 
-        -- Everything else needs its session; note its account.
-        UPDATE seqroute_batch_v2 b SET account = se.account_id
-          FROM sessions se WHERE se.id = b.s AND b.rnd = this_round AND b.k <> 'open';
-        UPDATE seqroute_batch_v2 b
-           SET res = ROW(b.n, 'unknown_session', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                         NULL, NULL)::seqroute_result
-         WHERE b.rnd = this_round AND b.k <> 'open' AND b.account IS NULL;
+    -- FEEDBACK: quality that arrives after the report.
+    IF 'feedback' = ANY (kinds) THEN
+        RETURN QUERY
+        WITH o AS (
+            SELECT x.n, x.s, x.t, x.q, se.id IS NOT NULL AS known, a.cap - a.spent - a.held AS account_left
+              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+             WHERE x.k = 'feedback'),
+        fed AS (
+            UPDATE decisions d SET quality = o.q
+              FROM o
+             WHERE o.known AND d.session_id = o.s AND d.turn = o.t AND d.status <> 'bankrupt'
+            RETURNING o.n)
+        SELECT o.n, CASE WHEN NOT o.known THEN 'unknown_session' WHEN fed.n IS NULL THEN 'unknown_turn' ELSE 'ok' END,
+               NULL::integer, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::integer,
+               NULL::double precision, NULL::text, NULL::boolean, NULL::bigint, NULL::bigint, o.account_left
+          FROM o LEFT JOIN fed ON fed.n = o.n;
+    END IF;
 
-        -- STATUS
-        IF 'status' = ANY (kinds) THEN
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, se.held, NULL, se.horizon, se.lambda, se.state,
-                             se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
-              FROM sessions se
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'status';
-        END IF;
-
-        -- FEEDBACK: quality that arrives after the report.
-        IF 'feedback' = ANY (kinds) THEN
-            WITH fed AS (
-                UPDATE decisions d SET quality = b.q
-                  FROM seqroute_batch_v2 b
-                 WHERE b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL
-                   AND d.session_id = b.s AND d.turn = b.t AND d.status <> 'bankrupt'
-                RETURNING b.n)
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, CASE WHEN fed.n IS NULL THEN 'unknown_turn' ELSE 'ok' END, NULL, NULL, NULL, NULL,
-                             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::seqroute_result
-              FROM seqroute_batch_v2 b2 LEFT JOIN fed ON fed.n = b2.n
-             WHERE b.n = b2.n AND b.rnd = this_round AND b.k = 'feedback' AND b.account IS NOT NULL;
-        END IF;
-
-        -- REPORT. A held turn: capture up to the hold, release the rest, record any excess as
-        -- an overrun. A released turn (the session was closed first): nothing is held any more,
-        -- so the whole cost is an overrun; the ledger tells the truth about spend.
-        IF 'report' = ANY (kinds) THEN
-            UPDATE seqroute_batch_v2 b SET dstatus = d.status, dhold = d.hold
-              FROM decisions d
-             WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND d.session_id = b.s AND d.turn = b.t;
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n,
-                             CASE WHEN b.dstatus IS NULL OR b.dstatus = 'bankrupt' THEN 'unknown_turn'
-                                  WHEN b.dstatus = 'expired' THEN 'expired'
-                                  WHEN d.cost = b.c AND d.reported_quality IS NOT DISTINCT FROM b.q THEN 'ok'
-                                  ELSE 'conflict' END,
-                             b.t, NULL, se.spent, se.held, d.hold, NULL, NULL, NULL, NULL,
-                             d.report_spent, d.report_remaining, NULL)::seqroute_result
-              FROM sessions se, decisions d
-             WHERE se.id = b.s AND d.session_id = b.s AND d.turn = b.t
-               AND b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL
-               AND (b.dstatus IS DISTINCT FROM 'held' AND b.dstatus IS DISTINCT FROM 'released');
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, 'unknown_turn', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                             NULL)::seqroute_result
-             WHERE b.rnd = this_round AND b.k = 'report' AND b.account IS NOT NULL AND b.dstatus IS NULL;
-
+    -- REPORT, by the decision's status. Held: capture up to the hold, release the rest, record
+    -- any excess as an overrun. Released (the session was closed first): nothing is held any
+    -- more, so the whole cost is an overrun; the ledger tells the truth about spend. Reported:
+    -- the first answer again if the figures are the same, else a conflict.
+    IF 'report' = ANY (kinds) THEN
+        RETURN QUERY
+        WITH o AS (
+            SELECT x.n, x.s, x.t, x.c, x.q, x.i, x.o, se.id IS NOT NULL AS known, se.account_id, se.spent, se.held,
+                   d.status AS dstatus, d.hold AS dhold, d.cost AS dcost, d.reported_quality AS dquality,
+                   d.report_spent, d.report_remaining, a.cap - a.spent - a.held AS account_left
+              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s
+              LEFT JOIN decisions d ON d.session_id = se.id AND d.turn = x.t
+              LEFT JOIN accounts a ON a.id = se.account_id
+             WHERE x.k = 'report'),
+        live AS (SELECT * FROM o WHERE o.dstatus IN ('held', 'released')),
+        entries AS (
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-            SELECT e.kind, b.account, b.s, b.t, e.amount
-              FROM seqroute_batch_v2 b
+            SELECT e.kind, live.account_id, live.s, live.t, e.amount
+              FROM live
              CROSS JOIN LATERAL (VALUES
-                    ('capture', CASE WHEN b.dstatus = 'held' THEN least(b.c, b.dhold) ELSE 0 END),
-                    ('release', CASE WHEN b.dstatus = 'held' THEN b.dhold - b.c ELSE 0 END),
-                    ('overrun', CASE WHEN b.dstatus = 'held' THEN b.c - b.dhold ELSE b.c END)) AS e (kind, amount)
-             WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released') AND e.amount > 0
-             ORDER BY b.n;
-            WITH moved AS (
-                UPDATE sessions se
-                   SET spent = se.spent + b.c,
-                       held = se.held - CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END
-                  FROM seqroute_batch_v2 b
-                 WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-                RETURNING b.n, se.budget, se.spent, se.held)
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, 'ok', b.t, moved.budget, moved.spent, moved.held, b.dhold, NULL, NULL, NULL, NULL,
-                             moved.spent, moved.budget - moved.spent - moved.held, NULL)::seqroute_result
-              FROM moved WHERE moved.n = b.n;
+                    ('capture', CASE WHEN live.dstatus = 'held' THEN least(live.c, live.dhold) ELSE 0 END),
+                    ('release', CASE WHEN live.dstatus = 'held' THEN live.dhold - live.c ELSE 0 END),
+                    ('overrun', CASE WHEN live.dstatus = 'held' THEN live.c - live.dhold ELSE live.c END))
+                    AS e (kind, amount)
+             WHERE e.amount > 0
+             ORDER BY live.n),
+        moved AS (
+            UPDATE sessions se
+               SET spent = se.spent + live.c,
+                   held = se.held - CASE WHEN live.dstatus = 'held' THEN live.dhold ELSE 0 END
+              FROM live
+             WHERE se.id = live.s
+            RETURNING live.n, se.budget, se.spent, se.held),
+        settled AS (
             UPDATE decisions d
-               SET status = 'reported', cost = b.c, quality = coalesce(b.q, d.quality), reported_quality = b.q,
-                       in_tokens = b.i, out_tokens = b.o,
-                   reported_at = now(), report_spent = (b.res).answer_spent,
-                   report_remaining = (b.res).answer_remaining
-              FROM seqroute_batch_v2 b
-             WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-               AND d.session_id = b.s AND d.turn = b.t;
+               SET status = 'reported', cost = live.c, quality = coalesce(live.q, d.quality), reported_quality = live.q,
+                   in_tokens = live.i, out_tokens = live.o, reported_at = now(), report_spent = moved.spent,
+                   report_remaining = moved.budget - moved.spent - moved.held
+              FROM live JOIN moved ON moved.n = live.n
+             WHERE d.session_id = live.s AND d.turn = live.t),
+        charged AS (
             UPDATE accounts a
                SET spent = a.spent + x.spent, held = a.held - x.released, updated_at = now()
-              FROM (SELECT b.account, sum(b.c) AS spent,
-                           sum(CASE WHEN b.dstatus = 'held' THEN b.dhold ELSE 0 END) AS released
-                      FROM seqroute_batch_v2 b
-                     WHERE b.rnd = this_round AND b.k = 'report' AND b.dstatus IN ('held', 'released')
-                     GROUP BY b.account) x
-             WHERE a.id = x.account;
-        END IF;
+              FROM (SELECT live.account_id, sum(live.c) AS spent,
+                           sum(CASE WHEN live.dstatus = 'held' THEN live.dhold ELSE 0 END) AS released
+                      FROM live GROUP BY live.account_id) x
+             WHERE a.id = x.account_id
+            RETURNING a.id, a.cap - a.spent - a.held AS account_left)
+        SELECT o.n,
+               CASE WHEN NOT o.known THEN 'unknown_session'
+                    WHEN o.dstatus IS NULL OR o.dstatus = 'bankrupt' THEN 'unknown_turn'
+                    WHEN o.dstatus = 'expired' THEN 'expired'
+                    WHEN moved.n IS NOT NULL THEN 'ok'
+                    WHEN o.dcost = o.c AND o.dquality IS NOT DISTINCT FROM o.q THEN 'ok'
+                    ELSE 'conflict' END,
+               o.t, moved.budget, coalesce(moved.spent, o.spent), coalesce(moved.held, o.held), o.dhold,
+               NULL::integer, NULL::double precision, NULL::text, NULL::boolean,
+               coalesce(moved.spent, o.report_spent), coalesce(moved.budget - moved.spent - moved.held, o.report_remaining),
+               coalesce(charged.account_left, o.account_left)
+          FROM o LEFT JOIN moved ON moved.n = o.n LEFT JOIN charged ON charged.id = o.account_id;
+    END IF;
 
-        -- CLOSE releases the session's open holds; closing twice answers the same.
-        IF 'close' = ANY (kinds) THEN
+    -- CLOSE releases the session's open holds; closing twice answers the same.
+    IF 'close' = ANY (kinds) THEN
+        RETURN QUERY
+        WITH o AS (
+            SELECT x.n, x.s, se.id IS NOT NULL AS known, se.account_id, se.turns, se.budget, se.spent, se.held,
+                   se.state, se.id IS NOT NULL AND se.closed_at IS NULL AS closing, a.cap - a.spent - a.held AS account_left
+              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+             WHERE x.k = 'close'),
+        released AS (
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-            SELECT 'release', b.account, b.s, d.turn, d.hold
-              FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-              JOIN decisions d ON d.session_id = b.s AND d.status = 'held'
-             WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0 AND d.hold > 0
-             ORDER BY b.n, d.turn;
+            SELECT 'release', o.account_id, o.s, d.turn, d.hold
+              FROM o JOIN decisions d ON d.session_id = o.s AND d.status = 'held'
+             WHERE o.closing AND o.held > 0 AND d.hold > 0
+             ORDER BY o.n, d.turn),
+        freed AS (
             UPDATE decisions d SET status = 'released'
-              FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-             WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL
-               AND d.session_id = b.s AND d.status = 'held';
+              FROM o
+             WHERE o.closing AND d.session_id = o.s AND d.status = 'held'),
+        unheld AS (
             UPDATE accounts a
                SET held = a.held - x.released, updated_at = now()
-              FROM (SELECT b.account, sum(se.held) AS released
-                      FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s
-                     WHERE b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL AND se.held > 0
-                     GROUP BY b.account) x
-             WHERE a.id = x.account;
+              FROM (SELECT o.account_id, sum(o.held) AS released FROM o WHERE o.closing AND o.held > 0
+                     GROUP BY o.account_id) x
+             WHERE a.id = x.account_id
+            RETURNING a.id, a.cap - a.spent - a.held AS account_left),
+        shut AS (
             UPDATE sessions se
                SET held = 0, closed_at = now(), state = CASE WHEN se.state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
-              FROM seqroute_batch_v2 b
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close' AND se.closed_at IS NULL;
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, 'ok', se.turns, se.budget, se.spent, 0, NULL, NULL, NULL, se.state, true, NULL,
-                             NULL, NULL)::seqroute_result
-              FROM sessions se
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'close';
-        END IF;
+              FROM o
+             WHERE o.closing AND se.id = o.s
+            RETURNING se.id, se.state)
+        SELECT o.n, CASE WHEN o.known THEN 'ok' ELSE 'unknown_session' END, o.turns, o.budget, o.spent,
+               CASE WHEN o.known THEN 0::bigint END, NULL::bigint, NULL::integer, NULL::double precision,
+               coalesce(shut.state, o.state), CASE WHEN o.known THEN true END, NULL::bigint, NULL::bigint,
+               coalesce(unheld.account_left, o.account_left)
+          FROM o LEFT JOIN shut ON shut.id = o.s LEFT JOIN unheld ON unheld.id = o.account_id;
+    END IF;
 
-        -- ROUTE. A hold is admitted only if it fits the session and the account, counting the
-        -- holds admitted before it in this round (cumulative per account, in arrival order).
-        -- A route decided on an outdated view (wrong turn, or money moved since) is answered
-        -- 'stale' with the current figures, and the daemon decides again. A route without a
-        -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
-        IF 'route' = ANY (kinds) THEN
-            WITH r AS (
-                SELECT b.n, b.account, se.closed_at IS NOT NULL AS closed, se.state,
-                       se.turns + 1 = b.t AS turn_ok,
-                       se.spent + se.held + b.hd <= se.budget AS fits_session,
-                       se.spent + se.held + b.mh <= se.budget AND a.spent + a.held + b.mh <= a.cap AS cheapest_fits,
-                       a.spent + a.held AS account_used, a.cap, b.m, b.hd
-                  FROM seqroute_batch_v2 b JOIN sessions se ON se.id = b.s JOIN accounts a ON a.id = se.account_id
-                 WHERE b.rnd = this_round AND b.k = 'route'
-            ), c AS (
-                SELECT r.*,
-                       r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
-                  FROM r
-            ), w AS (
-                SELECT c.*,
-                       sum(CASE WHEN c.candidate THEN c.hd ELSE 0 END)
-                           OVER (PARTITION BY c.account ORDER BY c.n) AS cumulative
-                  FROM c
-            )
-            UPDATE seqroute_batch_v2 b
-               SET dstatus = CASE
+    -- ROUTE. A hold is admitted only if it fits the session and the account, counting the
+    -- holds admitted before it in this batch (cumulative per account, in arrival order).
+    -- A route decided on an outdated view (wrong turn, or money moved since) is answered
+    -- 'stale' with the current figures, and the daemon decides again. A route without a
+    -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
+    IF 'route' = ANY (kinds) THEN
+        RETURN QUERY
+        WITH r AS (
+            SELECT x.n, x.s, x.t, x.m, x.hd, x.pv, x.l, x.pool, x.task, x.pt, x.f, x.bs, x.hs, x.fe, x.p, x.sc, x.pu,
+                   se.id IS NOT NULL AS known, se.account_id, se.closed_at IS NOT NULL AS closed, se.state, se.turns,
+                   se.budget, se.spent, se.held, se.horizon, se.lambda AS session_lambda,
+                   se.turns + 1 = x.t AS turn_ok,
+                   se.spent + se.held + x.hd <= se.budget AS fits_session,
+                   se.spent + se.held + x.mh <= se.budget AND a.spent + a.held + x.mh <= a.cap AS cheapest_fits,
+                   a.spent + a.held AS account_used, a.cap
+              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+             WHERE x.k = 'route'
+        ), c AS (
+            SELECT r.*, r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
+              FROM r
+        ), w AS (
+            SELECT c.*, sum(CASE WHEN c.candidate THEN c.hd ELSE 0 END)
+                            OVER (PARTITION BY c.account_id ORDER BY c.n) AS cumulative
+              FROM c
+        ), v AS (
+            SELECT w.*, CASE
+                       WHEN NOT w.known THEN 'unknown_session'
                        WHEN w.closed THEN 'closed'
                        WHEN NOT w.turn_ok THEN 'stale'
                        WHEN w.state = 'bankrupt' THEN 'bankrupt'
                        WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
                        WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
-                       ELSE 'stale' END
-              FROM w WHERE w.n = b.n;
-
+                       ELSE 'stale' END AS verdict
+              FROM w
+        ), logged AS (
             INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
                                    budget_state, holds, feasible, model, propensity, scores, hold, status, peer_uid)
-            SELECT b.s, b.t, b.pv, b.l, b.pool, b.task, b.pt, b.f, b.bs, b.hs, b.fe,
-                   CASE WHEN b.dstatus = 'ok' THEN b.m END, CASE WHEN b.dstatus = 'ok' THEN b.p END,
-                   CASE WHEN b.dstatus = 'ok' THEN b.sc END, CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END,
-                   CASE WHEN b.dstatus = 'ok' THEN 'held' ELSE 'bankrupt' END, b.pu
-              FROM seqroute_batch_v2 b
-             WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt')
-             ORDER BY b.n;
+            SELECT v.s, v.t, v.pv, v.l, v.pool, v.task, v.pt, v.f, v.bs, v.hs, v.fe,
+                   CASE WHEN v.verdict = 'ok' THEN v.m END, CASE WHEN v.verdict = 'ok' THEN v.p END,
+                   CASE WHEN v.verdict = 'ok' THEN v.sc END, CASE WHEN v.verdict = 'ok' THEN v.hd ELSE 0 END,
+                   CASE WHEN v.verdict = 'ok' THEN 'held' ELSE 'bankrupt' END, v.pu
+              FROM v
+             WHERE v.verdict IN ('ok', 'bankrupt')
+             ORDER BY v.n
+        ), holds AS (
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-            SELECT 'hold', b.account, b.s, b.t, b.hd
-              FROM seqroute_batch_v2 b
-             WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' AND b.hd > 0
-             ORDER BY b.n;
+            SELECT 'hold', v.account_id, v.s, v.t, v.hd
+              FROM v
+             WHERE v.verdict = 'ok' AND v.hd > 0
+             ORDER BY v.n
+        ), moved AS (
             UPDATE sessions se
-               SET held = se.held + CASE WHEN b.dstatus = 'ok' THEN b.hd ELSE 0 END, turns = b.t,
-                   state = CASE WHEN b.dstatus = 'bankrupt' THEN 'bankrupt' ELSE se.state END
-              FROM seqroute_batch_v2 b
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.dstatus IN ('ok', 'bankrupt');
+               SET held = se.held + CASE WHEN v.verdict = 'ok' THEN v.hd ELSE 0 END, turns = v.t,
+                   state = CASE WHEN v.verdict = 'bankrupt' THEN 'bankrupt' ELSE se.state END
+              FROM v
+             WHERE se.id = v.s AND v.verdict IN ('ok', 'bankrupt')
+            RETURNING se.id, se.held, se.state
+        ), charged AS (
             UPDATE accounts a
                SET held = a.held + x.held, updated_at = now()
-              FROM (SELECT b.account, sum(b.hd) AS held FROM seqroute_batch_v2 b
-                     WHERE b.rnd = this_round AND b.k = 'route' AND b.dstatus = 'ok' GROUP BY b.account) x
-             WHERE a.id = x.account;
-            UPDATE seqroute_batch_v2 b
-               SET res = ROW(b.n, b.dstatus, CASE WHEN b.dstatus IN ('ok', 'bankrupt') THEN b.t ELSE se.turns END,
-                             se.budget, se.spent, se.held, CASE WHEN b.dstatus = 'ok' THEN b.hd END, se.horizon,
-                             se.lambda, se.state, se.closed_at IS NOT NULL, NULL, NULL, NULL)::seqroute_result
-              FROM sessions se
-             WHERE se.id = b.s AND b.rnd = this_round AND b.k = 'route' AND b.account IS NOT NULL;
-        END IF;
-    END LOOP;
-
-    RETURN QUERY
-        SELECT (b.res).n, (b.res).status, (b.res).turn, (b.res).budget, (b.res).spent, (b.res).held, (b.res).hold,
-               (b.res).horizon, (b.res).lambda, (b.res).state, (b.res).closed, (b.res).answer_spent,
-               (b.res).answer_remaining, a.cap - a.spent - a.held
-          FROM seqroute_batch_v2 b LEFT JOIN accounts a ON a.id = b.account
-         ORDER BY b.n;
+              FROM (SELECT v.account_id, sum(v.hd) AS held FROM v WHERE v.verdict = 'ok' GROUP BY v.account_id) x
+             WHERE a.id = x.account_id
+            RETURNING a.id, a.cap - a.spent - a.held AS account_left
+        )
+        SELECT v.n, v.verdict, CASE WHEN v.verdict IN ('ok', 'bankrupt') THEN v.t ELSE v.turns END, v.budget,
+               v.spent, coalesce(moved.held, v.held), CASE WHEN v.verdict = 'ok' THEN v.hd END, v.horizon,
+               v.session_lambda, coalesce(moved.state, v.state), CASE WHEN v.known THEN v.closed END, NULL::bigint,
+               NULL::bigint, coalesce(charged.account_left, v.cap - v.account_used)
+          FROM v LEFT JOIN moved ON moved.id = v.s LEFT JOIN charged ON charged.id = v.account_id;
+    END IF;
 END $$;
 
 -- Money rule 3: holds not reported within max_age are captured at their full amount.

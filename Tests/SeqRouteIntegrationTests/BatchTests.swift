@@ -1,0 +1,121 @@
+// How the group committer forms batches, and what the batch function does with one: a batch
+// holds at most one operation per session, and a session's operations keep their order.
+
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+import Testing
+
+@Suite struct BatchTests {
+    @Test func aBatchTakesOneOperationPerSessionInArrivalOrder() {
+        let queue = ["a1", "b1", "a2", "c1", "b2", "a3", "d1"]
+        let session: (String) -> String = { String($0.prefix(1)) }
+        let all = GroupCommitter.nextBatch(of: queue, max: 10, session: session)
+        #expect(all.batch == ["a1", "b1", "c1", "d1"])
+        #expect(all.rest == ["a2", "b2", "a3"])
+        // Full at two: c1 and d1 wait too, and the rest keeps the queue's order.
+        let two = GroupCommitter.nextBatch(of: queue, max: 2, session: session)
+        #expect(two.batch == ["a1", "b1"])
+        #expect(two.rest == ["a2", "c1", "b2", "a3", "d1"])
+        // Draining batch after batch applies each session's operations in their order.
+        var rest = queue
+        var applied: [String] = []
+        while !rest.isEmpty {
+            let next = GroupCommitter.nextBatch(of: rest, max: 3, session: session)
+            #expect(Set(next.batch.map(session)).count == next.batch.count)
+            applied += next.batch
+            rest = next.rest
+        }
+        for s in ["a", "b", "c", "d"] {
+            #expect(applied.filter { $0.hasPrefix(s) } == queue.filter { $0.hasPrefix(s) })
+        }
+    }
+
+    @Test func theBatchFunctionRefusesASessionNamedTwice() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        let before = try ledgerFingerprint(db)
+        let twice = """
+            [{"n":1,"k":"open","s":"x","a":"acct","b":5000},{"n":2,"k":"status","s":"x"}]
+            """
+        #expect(throws: PGError.self) { try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [twice]) }
+        #expect(try ledgerFingerprint(db) == before)
+        // The same two, in two batches, are applied in order.
+        let opened = try db.query("SELECT n, status FROM seqroute_apply($1::jsonb)",
+                                  [#"[{"n":1,"k":"open","s":"x","a":"acct","b":5000},{"n":2,"k":"open","s":"y","a":"nobody","b":1}]"#])
+        #expect(opened.map { [$0.int(0).map(String.init), $0[1]] } == [["1", "ok"], ["2", "unknown_account"]])
+        let status = try db.query("SELECT n, status, budget FROM seqroute_apply($1::jsonb)", [#"[{"n":1,"k":"status","s":"x"}]"#])
+        #expect(status.first?[1] == "ok" && status.first?.int64(2) == 5000)
+    }
+
+    /// Many operations of one session queued at once through a real committer: each is applied
+    /// after the one before it, and every answer is the one a serial order gives.
+    @Test func oneSessionsQueuedOperationsAreAppliedInOrder() async throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
+        try committer.start()
+        defer { committer.stop() }
+
+        func route(_ session: String, _ turn: Int) -> LedgerOperation {
+            .route(RouteRecord(session: session, turn: turn, model: "m", hold: 100, minHold: 100, policyVersion: "test",
+                               lambda: 0, poolID: "pool", task: nil, promptTokens: 10, features: [0.5, 0.25],
+                               budgetState: [Double(turn), 0, 1000, 0, 0, 0], holds: [100], feasible: [true],
+                               propensity: 1, scores: nil))
+        }
+        var ops: [LedgerOperation] = []
+        for s in ["p", "q", "r"] {
+            ops.append(.open(session: s, account: "acct", user: nil, budget: 1000, horizon: 4, lambda: nil))
+            ops += (1...4).map { route(s, $0) }
+            ops += [.status(session: s), .close(session: s), .status(session: s)]
+        }
+        // Submitted without waiting, so they queue behind each other.
+        let done = LockedResults(count: ops.count)
+        for (i, op) in ops.enumerated() {
+            committer.submit(op) { done.set(i, $0) }
+        }
+        let answers = await done.all()
+        for (i, op) in ops.enumerated() {
+            let r = try answers[i].get()
+            #expect(r.status == "ok", "operation \(i): \(op) answered \(r.status)")
+        }
+        for s in 0..<3 {
+            let base = s * 8
+            #expect(try answers[base + 5].get().held == 400)       // four holds of 100 before the STATUS
+            #expect(try answers[base + 5].get().closed == false)
+            #expect(try answers[base + 7].get().closed == true)     // the STATUS after the CLOSE
+            #expect(try answers[base + 7].get().held == 0)
+        }
+        #expect(committer.counterSnapshot.operations == ops.count)
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+}
+
+/// Completions arrive on the committer's thread; the test waits for all of them.
+private final class LockedResults: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var results: [Result<LedgerResult, LedgerFailure>?]
+
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+
+    func set(_ i: Int, _ r: Result<LedgerResult, LedgerFailure>) {
+        cond.lock()
+        results[i] = r
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    func all() async -> [Result<LedgerResult, LedgerFailure>] {
+        await withCheckedContinuation { cont in
+            Thread {
+                self.cond.lock()
+                while self.results.contains(where: { $0 == nil }) { self.cond.wait() }
+                let done = self.results.map { $0! }
+                self.cond.unlock()
+                cont.resume(returning: done)
+            }.start()
+        }
+    }
+}
