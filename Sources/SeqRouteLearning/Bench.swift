@@ -13,11 +13,14 @@ public struct BenchConfiguration: Sendable {
     /// Training sessions held out to choose knobs (never test sessions).
     public var validationSessions = 500
     public var rhos = BudgetLevels.rhos
-    /// Dense where one step of λ moves the most spending: below 0.2, and around 4, where the
-    /// cheap models take over.
+    /// The λ sweep before refinement. Dense where one step of λ moved the most spending on
+    /// RouterBench: below 0.2, and around 4, where the cheap models take over.
     public var lambdas: [Double] = (0...20).map { Double($0) / 100 }
         + [0.22, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2, 2.5, 3, 3.5, 3.75, 4, 4.25, 4.5, 4.75, 5, 5.5, 6, 7, 8,
            10, 15, 25, 50]
+    /// How many λ the sweep may add where one step of λ moves the learned policy's spending on
+    /// validation sessions the most (`LambdaSweep.refined`), whatever the data.
+    public var lambdaRefinements = 48
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -45,6 +48,7 @@ public struct BenchConfiguration: Sendable {
         c.cql.steps = 3_000
         c.bcSteps = 1_000
         c.lambdas = [0, 0.3, 1, 2.5, 6, 15, 50]
+        c.lambdaRefinements = 6
         return c
     }
 }
@@ -214,9 +218,20 @@ public enum Bench {
         let cqlNoHBR = learned("cql", noHBR, "bench-cql-no-hbr")
         let cloned = learned("bc", bcNetwork, "bench-bc")
 
-        // 4. Evaluation: the same test sessions at every level, every policy and knob.
+        // 4. The λ sweep, refined on validation sessions (drawn from training queries; the test
+        // sessions play no part) where one step of λ moves spending the most.
         let testSessions = generator.sessions(count: c.testSessionsPerLevel, from: test, seed: c.seed &+ 2)
         let validation = generator.sessions(count: c.validationSessions, from: train, seed: c.seed &+ 3)
+        let sweep = LambdaSweep.refined(c.lambdas, adding: c.lambdaRefinements) { l in
+            c.rhos.map { rho in
+                trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l), sessions: validation,
+                             budgetsUSD: levels.budgetsUSD(for: validation, rho: rho), seed: c.seed &+ 6).metrics.meanSessionCostUSD
+            }
+        }
+        figures["lambda_sweep_size"] = Double(sweep.count)
+        progress("λ sweep: \(sweep.count) values (\(sweep.count - Set(c.lambdas).count) added on validation sessions)")
+
+        // 5. Evaluation: the same test sessions at every level, every policy and knob.
         struct Job: Sendable {
             var name: String
             var knob: Double?
@@ -234,7 +249,7 @@ public enum Bench {
         for k in ReserveHeuristic.knobs { jobs.append(Job(name: "greedy-reserve", knob: k) { ReserveHeuristic(knob: k, stats: stats) }) }
         for k in MyopicRouter.knobs { jobs.append(Job(name: "myopic", knob: k) { MyopicRouter(knob: k, stats: stats) }) }
         jobs.append(Job(name: "bc", knob: nil) { LearnedSimPolicy(policy: cloned, data: testData, lambda: 0) })
-        for l in c.lambdas {
+        for l in sweep {
             jobs.append(Job(name: "seqroute", knob: l) { LearnedSimPolicy(policy: seqroute, data: testData, lambda: l) })
             jobs.append(Job(name: "cql-no-hbr", knob: l) { LearnedSimPolicy(policy: cqlNoHBR, data: testData, lambda: l) })
         }
@@ -268,7 +283,7 @@ public enum Bench {
                                               bankruptcy_rate: 0, unserved: 0, over_budget: 0,
                                               violations: unlimited.violations)
 
-        // 5. Knobs chosen on validation (training) sessions: the λ matching pacing's quality.
+        // 6. Knobs chosen on validation (training) sessions: the λ matching pacing's quality.
         progress("choosing λ on \(validation.count) training sessions")
         var matched: [Double: Double] = [:]
         for rho in c.rhos {
@@ -276,7 +291,7 @@ public enum Bench {
             let pacingQ = trainSim.run(PacingHeuristic(knob: 1, stats: stats), sessions: validation,
                                        budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
             var best: (lambda: Double, cost: Double)?
-            for l in c.lambdas {
+            for l in sweep {
                 let m = trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l),
                                      sessions: validation, budgetsUSD: budgets, seed: c.seed &+ 6).metrics
                 if m.meanTurnQuality >= pacingQ && m.meanSessionCostUSD < (best?.cost ?? .infinity) {

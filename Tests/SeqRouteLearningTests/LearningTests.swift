@@ -297,3 +297,31 @@ struct ToyMDP {
         #expect(policy.pool == tables.train.models && policy.kind == "cql")
     }
 }
+
+@Suite struct LambdaSweepTests {
+    /// Spending that drops at λ = 0.3 at one budget level and at λ = 4.4 at the other: the sweep
+    /// bisects towards both steps, adds nothing where the cost is flat, and stops at its width.
+    @Test func bisectsWhereSpendingJumps() {
+        var asked: [Double] = []
+        let cost: (Double) -> [Double] = { l in
+            asked.append(l)
+            return [l < 0.3 ? 10 : 4, l < 4.4 ? 2 : 1]
+        }
+        let grid: [Double] = [0, 0.1, 0.5, 1, 2, 4, 5, 50]
+        let sweep = LambdaSweep.refined(grid, adding: 40, cost: cost)
+        #expect(sweep == sweep.sorted() && Set(grid).isSubset(of: Set(sweep)))
+        let added = sweep.filter { !grid.contains($0) }
+        #expect(!added.isEmpty && added.allSatisfy { (0.1...0.5).contains($0) || (4...5).contains($0) })
+        // The steps end up bracketed by neighbours closer than the minimum width allows to split.
+        for step in [0.3, 4.4] {
+            let below = sweep.last { $0 < step }!, above = sweep.first { $0 >= step }!
+            #expect(above - below <= 0.005 * above * 2)
+        }
+        #expect(sweep.count < grid.count + 40)  // it stopped on its own
+        #expect(asked.count == sweep.count)     // each λ is evaluated once
+        // Nothing to add when spending does not move with λ, or moves in steps under the threshold.
+        #expect(LambdaSweep.refined(grid, adding: 40) { _ in [3, 1] } == grid)
+        let fine = (0...100).map { Double($0) }
+        #expect(LambdaSweep.refined(fine, adding: 40) { l in [l] } == fine)
+    }
+}
