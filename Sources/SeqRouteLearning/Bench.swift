@@ -20,7 +20,7 @@ public struct BenchConfiguration: Sendable {
            10, 15, 25, 50]
     /// How many λ the sweep may add where one step of λ moves the learned policy's spending on
     /// validation sessions the most (`LambdaSweep.refined`), whatever the data.
-    public var lambdaRefinements = 48
+    public var lambdaRefinements = 96
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -222,11 +222,17 @@ public enum Bench {
         // sessions play no part) where one step of λ moves spending the most.
         let testSessions = generator.sessions(count: c.testSessionsPerLevel, from: test, seed: c.seed &+ 2)
         let validation = generator.sessions(count: c.validationSessions, from: train, seed: c.seed &+ 3)
+        // Each λ's validation figures per level, kept for matching λ to pacing (step 6).
+        var onValidation: [Double: [SimMetrics]] = [:]
         let sweep = LambdaSweep.refined(c.lambdas, adding: c.lambdaRefinements) { l in
-            c.rhos.map { rho in
-                trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l), sessions: validation,
-                             budgetsUSD: levels.budgetsUSD(for: validation, rho: rho), seed: c.seed &+ 6).metrics.meanSessionCostUSD
+            let runs = Slots<SimMetrics>(count: c.rhos.count)
+            DispatchQueue.concurrentPerform(iterations: c.rhos.count) { i in
+                runs.set(i, trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l), sessions: validation,
+                                         budgetsUSD: levels.budgetsUSD(for: validation, rho: c.rhos[i]),
+                                         seed: c.seed &+ 6).metrics)
             }
+            onValidation[l] = runs.values
+            return runs.values.map(\.meanSessionCostUSD)
         }
         figures["lambda_sweep_size"] = Double(sweep.count)
         progress("λ sweep: \(sweep.count) values (\(sweep.count - Set(c.lambdas).count) added on validation sessions)")
@@ -258,7 +264,7 @@ public enum Bench {
         progress("evaluation: \(jobs.count) policies × \(c.rhos.count) budget levels × \(testSessions.count) sessions")
         let evalStart = Date()
         let runs = c.rhos.flatMap { rho in jobs.map { (rho, $0) } }
-        let results = ResultBox(count: runs.count)
+        let results = Slots<BenchResult>(count: runs.count)
         let done = Counter()
         DispatchQueue.concurrentPerform(iterations: runs.count) { i in
             let (rho, job) = runs[i]
@@ -286,14 +292,13 @@ public enum Bench {
         // 6. Knobs chosen on validation (training) sessions: the λ matching pacing's quality.
         progress("choosing λ on \(validation.count) training sessions")
         var matched: [Double: Double] = [:]
-        for rho in c.rhos {
+        for (level, rho) in c.rhos.enumerated() {
             let budgets = levels.budgetsUSD(for: validation, rho: rho)
             let pacingQ = trainSim.run(PacingHeuristic(knob: 1, stats: stats), sessions: validation,
                                        budgetsUSD: budgets, seed: c.seed &+ 6).metrics.meanTurnQuality
             var best: (lambda: Double, cost: Double)?
             for l in sweep {
-                let m = trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l),
-                                     sessions: validation, budgetsUSD: budgets, seed: c.seed &+ 6).metrics
+                let m = onValidation[l]![level]
                 if m.meanTurnQuality >= pacingQ && m.meanSessionCostUSD < (best?.cost ?? .infinity) {
                     best = (l, m.meanSessionCostUSD)
                 }
@@ -356,12 +361,13 @@ public enum Bench {
 }
 
 /// Results written from concurrent evaluation runs, each into its own slot.
-final class ResultBox: @unchecked Sendable {
+/// One slot per parallel run, filled in any order, read in slot order.
+final class Slots<T>: @unchecked Sendable {
     private let lock = NSLock()
-    private var slots: [BenchResult?]
+    private var slots: [T?]
     init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ r: BenchResult) { lock.withLock { slots[i] = r } }
-    var values: [BenchResult] { lock.withLock { slots.compactMap { $0 } } }
+    func set(_ i: Int, _ r: T) { lock.withLock { slots[i] = r } }
+    var values: [T] { lock.withLock { slots.compactMap { $0 } } }
 }
 
 final class Counter: @unchecked Sendable {
