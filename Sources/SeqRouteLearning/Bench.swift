@@ -231,8 +231,9 @@ public enum Bench {
                                          budgetsUSD: levels.budgetsUSD(for: validation, rho: c.rhos[i]),
                                          seed: c.seed &+ 6).metrics)
             }
-            onValidation[l] = runs.values
-            return runs.values.map(\.meanSessionCostUSD)
+            let metrics = runs.values
+            onValidation[l] = metrics
+            return metrics.map(\.meanSessionCostUSD)
         }
         figures["lambda_sweep_size"] = Double(sweep.count)
         progress("λ sweep: \(sweep.count) values (\(sweep.count - Set(c.lambdas).count) added on validation sessions)")
