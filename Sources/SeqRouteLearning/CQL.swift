@@ -77,6 +77,11 @@ public enum QHead: String, Sendable, Codable {
     /// The shadow-price form plus one free output per model: K + 2 outputs (v, u, A_1…A_K),
     /// Q(s,a) = shadow-price Q(s,a) + A_a.
     case shadowPriceAndAdvantage = "shadow-price+advantage"
+    /// The shadow-price form with a third output s, the stakes of the turn:
+    ///   Q(s,a) = (g·q̄_a − λ c̄_a)/(1 + λ κ_cheap/κ) + v − softplus(u)·c̄_a,  g = softplus(s)/ln 2,
+    /// so that the quality the models differ by can count more on some turns (hard ones) than
+    /// the task's means say, and less on others; g = 1 at s = 0.
+    case shadowPriceAndStakes = "shadow-price+stakes"
 }
 
 /// Q-values from a network's outputs, and the outputs' gradient from the Q-values' gradient.
@@ -98,6 +103,7 @@ public struct QFunction: Sendable {
         case .perAction: encoder.modelCount
         case .shadowPrice: 2
         case .shadowPriceAndAdvantage: 2 + encoder.modelCount
+        case .shadowPriceAndStakes: 3
         }
     }
 
@@ -107,49 +113,55 @@ public struct QFunction: Sendable {
         switch head {
         case .perAction:
             for m in 0..<k { q[row * k + m] = outputs[row * k + m] }
-        case .shadowPrice, .shadowPriceAndAdvantage:
+        case .shadowPrice, .shadowPriceAndAdvantage, .shadowPriceAndStakes:
             let w = outputWidth, free = head == .shadowPriceAndAdvantage
             let p = taskIndex ?? encoder.tasks.count
             let v = outputs[w * row], price = softplus(outputs[w * row + 1])
+            let stakes = head == .shadowPriceAndStakes ? softplus(outputs[w * row + 2]) / log(2) : 1
             let d = scale.divisor(lambda)
             for m in 0..<k {
                 let quality = Float(encoder.priorQuality[p][m]), cost = Float(encoder.priorCost[p][m])
-                q[row * k + m] = (quality - lambda * cost) / d + v - price * cost + (free ? outputs[w * row + 2 + m] : 0)
+                q[row * k + m] = (stakes * quality - lambda * cost) / d + v - price * cost
+                    + (free ? outputs[w * row + 2 + m] : 0)
             }
         }
     }
 
     /// Adds to `gradient` (rows of `outputWidth`) the loss's gradient with respect to row
     /// `row`'s outputs, given its gradient `gq` with respect to that row's Q-values.
-    public func backward(_ gq: ArraySlice<Float>, outputs: [Float], row: Int, taskIndex: Int?,
+    public func backward(_ gq: ArraySlice<Float>, outputs: [Float], row: Int, taskIndex: Int?, lambda: Float,
                          into gradient: inout [Float]) {
         let k = encoder.modelCount
         switch head {
         case .perAction:
             for (m, g) in gq.enumerated() { gradient[row * k + m] += g }
-        case .shadowPrice, .shadowPriceAndAdvantage:
+        case .shadowPrice, .shadowPriceAndAdvantage, .shadowPriceAndStakes:
             let w = outputWidth, free = head == .shadowPriceAndAdvantage
             let p = taskIndex ?? encoder.tasks.count
-            let u = outputs[w * row + 1]
-            let slope = 1 / (1 + exp(-u))  // softplus′
-            var gv: Float = 0, gc: Float = 0
+            var gv: Float = 0, gc: Float = 0, gquality: Float = 0
             for (m, g) in gq.enumerated() {
                 gv += g
                 gc += g * Float(encoder.priorCost[p][m])
+                gquality += g * Float(encoder.priorQuality[p][m])
                 if free { gradient[w * row + 2 + m] += g }
             }
             gradient[w * row] += gv
-            gradient[w * row + 1] -= slope * gc
+            gradient[w * row + 1] -= logistic(outputs[w * row + 1]) * gc  // softplus′ = logistic
+            if head == .shadowPriceAndStakes {
+                gradient[w * row + 2] += logistic(outputs[w * row + 2]) / log(2) * gquality / scale.divisor(lambda)
+            }
         }
     }
+
+    private func logistic(_ u: Float) -> Float { 1 / (1 + exp(-u)) }
 
     private func softplus(_ u: Float) -> Float { u > 20 ? u : log1p(exp(u)) }
 }
 
 public struct CQLConfiguration: Sendable {
-    /// The shadow-price head when the encoder has priors (docs/LEARNING.md: measured better);
-    /// `perAction` otherwise.
-    public var head = QHead.shadowPrice
+    /// The shadow-price head with stakes when the encoder has priors (docs/LEARNING.md:
+    /// measured best); `perAction` otherwise.
+    public var head = QHead.shadowPriceAndStakes
     public var hidden = [256, 256]
     public var batch = 256
     public var steps = 60_000
@@ -269,7 +281,7 @@ public struct CQLTrainer: Sendable {
             var grad = [Float](repeating: 0, count: c.batch * qf.outputWidth)
             for i in 0..<c.batch {
                 qf.backward(gq[(i * k)..<((i + 1) * k)], outputs: out, row: i,
-                            taskIndex: data.taskIndex[Int(picked[i].query)], into: &grad)
+                            taskIndex: data.taskIndex[Int(picked[i].query)], lambda: picked[i].lambda, into: &grad)
             }
             let g = online.backward(values: values, outputGradient: grad, batch: c.batch)
             adam.apply(g, to: &online)

@@ -62,7 +62,9 @@ public struct StateEncoder: Sendable, Codable, Equatable {
         row[i + 2] = Float(budgetUSD > 0 ? max(remainingUSD, 0) / budgetUSD : 0)
         row[i + 3] = Float(log1p(budgetUSD / (Double(max(horizon, 1)) * priceScaleUSD)))
         row[i + 4] = Float(log1p(allowance / priceScaleUSD))
-        row[i + 5] = Float(log1p(lambda) / log1p(lambdaMax))
+        // Beyond the trained range the network sees λ_max; the heads with a shadow price still
+        // charge the whole λ through their explicit cost term.
+        row[i + 5] = Float(log1p(min(lambda, lambdaMax)) / log1p(lambdaMax))
         i += StateEncoder.scalarCount
         for m in 0..<modelCount {
             let ratio = allowance > 0 ? holdsUSD[m] / allowance : 4

@@ -367,8 +367,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Do not give the learned policies the per-task training means of each model.")
     var noTaskPriors = false
     @Option(help: "CQL's conservative weight α, on the reward scale (default 0.01).") var alpha: Float?
-    @Option(help: "How the CQL networks' outputs make Q: shadow-price, shadow-price+advantage or per-action.")
-    var head: QHead = .shadowPrice
+    @Option(help: "How the CQL networks' outputs make Q: shadow-price+stakes, shadow-price, shadow-price+advantage or per-action.")
+    var head: QHead = .shadowPriceAndStakes
 
     func validate() throws {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }

@@ -43,24 +43,27 @@ import Testing
         #expect(worst < 2e-2, "worst relative error \(worst)")
     }
 
-    /// The shadow-price head's backward pass against central finite differences of
-    /// L = Σ w_a · Q(s,a) with respect to the two outputs (v, u).
-    @Test func shadowPriceHeadGradientMatchesFiniteDifferences() {
+    /// The backward pass of the heads with a shadow price against central finite differences
+    /// of L = Σ w_a · Q(s,a) with respect to their outputs: (v, u), and (v, u, s) with stakes.
+    @Test(arguments: [QHead.shadowPrice, .shadowPriceAndStakes])
+    func shadowPriceHeadGradientMatchesFiniteDifferences(head: QHead) {
         let encoder = StateEncoder(featureDimension: 0, tasks: ["a", "b"], modelCount: 3, priceScaleUSD: 2, lambdaMax: 50,
                                    priorQuality: [[0.2, 0.5, 0.9], [0.1, 0.6, 0.7], [0.15, 0.55, 0.8]],
                                    priorCost: [[0.05, 0.3, 1.2], [0.1, 0.4, 0.9], [0.07, 0.35, 1]])
-        let qf = QFunction(head: .shadowPrice, encoder: encoder, scale: RewardScale(priceScaleUSD: 2, cheapRatio: 0.05))
+        let qf = QFunction(head: head, encoder: encoder, scale: RewardScale(priceScaleUSD: 2, cheapRatio: 0.05))
+        let width = qf.outputWidth
         let w: [Float] = [0.7, -1.3, 0.4]
-        for (task, lambda, outputs) in [(0, Float(0), [Float(0.2), -0.5]), (1, 3, [-1, 1.5]), (2, 0.4, [0.3, 0])] {
+        for (task, lambda, all) in [(0, Float(0), [Float(0.2), -0.5, 0.8]), (1, 3, [-1, 1.5, -0.6]), (2, 0.4, [0.3, 0, 0.1])] {
+            let outputs = Array(all.prefix(width))
             let taskIndex: Int? = task < 2 ? task : nil
             func loss(_ o: [Float]) -> Double {
                 var q = [Float](repeating: 0, count: 3)
                 qf.values(o, row: 0, taskIndex: taskIndex, lambda: lambda, into: &q)
                 return zip(q, w).reduce(0) { $0 + Double($1.0 * $1.1) }
             }
-            var g: [Float] = [0, 0]
-            qf.backward(ArraySlice(w), outputs: outputs, row: 0, taskIndex: taskIndex, into: &g)
-            for j in 0..<2 {
+            var g = [Float](repeating: 0, count: width)
+            qf.backward(ArraySlice(w), outputs: outputs, row: 0, taskIndex: taskIndex, lambda: lambda, into: &g)
+            for j in 0..<width {
                 var plus = outputs, minus = outputs
                 plus[j] += 1e-2
                 minus[j] -= 1e-2
@@ -107,8 +110,9 @@ struct ToyMDP {
 }
 
 @Suite struct ToyMDPTests {
-    /// Both heads; the shadow-price head gets the toy's per-task means as priors (it needs them).
-    @Test(arguments: [QHead.perAction, .shadowPrice])
+    /// The plain head and the two shadow-price heads, which get the toy's per-task means as
+    /// priors (they need them).
+    @Test(arguments: [QHead.perAction, .shadowPrice, .shadowPriceAndStakes])
     func cqlWithHBRLearnsToSaveAndMyopicDoesNot(head: QHead) throws {
         let table = ToyMDP.table, holds = Holds(training: table), stats = TrainingStats(training: table)
         let sim = ToyMDP.simulator
@@ -123,7 +127,7 @@ struct ToyMDP {
         #expect(counts.transitions == buffer.count && counts.bankruptcies > 0)
 
         let featurizer = HashingFeaturizer(dimension: 16)
-        let priors = head == .shadowPrice
+        let priors = head != .perAction
         let encoder = StateEncoder(featureDimension: 16, tasks: ["easy", "hard"], modelCount: 2, priceScaleUSD: 10, lambdaMax: 50,
                                    priorQuality: priors ? [[0.9, 1], [0, 1], [0.45, 1]] : [],
                                    priorCost: priors ? [[0.1, 1], [0.1, 1], [0.1, 1]] : [])
