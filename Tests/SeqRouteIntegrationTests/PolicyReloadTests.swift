@@ -6,15 +6,17 @@ import SeqRouteServer
 import Testing
 
 @Suite(.serialized) struct PolicyReloadTests {
-    /// A policy file; `priors` gives the encoder per-task means (the shadow-price head needs them).
+    /// A policy file; `priors` gives the encoder per-task means (the shadow-price heads need them).
     func policyFile(_ path: String, version: String, pool: [String] = ["big", "mid", "small"], head: QHead = .perAction,
                     priors: Bool = false) throws {
         let row = pool.indices.map { Double($0 + 1) / Double(pool.count) }
         let encoder = StateEncoder(featureDimension: 64, tasks: ["qa"], modelCount: pool.count, priceScaleUSD: 0.01,
                                    lambdaMax: 50, priorQuality: priors ? [row, row] : [], priorCost: priors ? [row, row] : [])
-        let outputs = head == .perAction ? pool.count : 2
+        let scale = RewardScale(priceScaleUSD: 0.01, cheapRatio: 0.05)
+        // Sized for the head; a head that needs priors is given them or refused before it is used.
+        let outputs = priors || head == .perAction ? QFunction(head: head, encoder: encoder, scale: scale).outputWidth : 2
         let policy = LearnedPolicy(version: version, kind: "cql", pool: pool, featurizer: HashingFeaturizer().identity,
-                                   encoder: encoder, scale: RewardScale(priceScaleUSD: 0.01, cheapRatio: 0.05),
+                                   encoder: encoder, scale: scale,
                                    lambdaRange: [0, 50], network: MLP(sizes: [encoder.width, 8, outputs], seed: 1),
                                    head: head, training: [:])
         try JSONEncoder().encode(policy).write(to: URL(fileURLWithPath: path))
@@ -63,6 +65,12 @@ import Testing
         #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa"))["policy"] == "test-policy-5")
         let shadow = try db.query("SELECT array_length(scores, 1) FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-5'")
         #expect(shadow.count == 1 && shadow[0].int(0) == 3)
+        // So does one with stakes, the benchmark's default head, at a λ beyond its trained range.
+        try policyFile(good, version: "test-policy-6", head: .shadowPriceAndStakes, priors: true)
+        #expect(try c.request("RELOAD") == "OK policy=test-policy-6")
+        #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa lambda=80"))["policy"] == "test-policy-6")
+        let staked = try db.query("SELECT array_length(scores, 1), lambda FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-6'")
+        #expect(staked.count == 1 && staked[0].int(0) == 3 && staked[0].double(1) == 80)
         #expect(daemon.terminate() == 0)
     }
 
