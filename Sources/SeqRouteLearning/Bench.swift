@@ -15,7 +15,7 @@ public struct BenchConfiguration: Sendable {
     public var rhos = BudgetLevels.rhos
     /// The λ sweep before refinement. Dense where one step of λ moved the most spending on
     /// RouterBench: below 0.2, and around 4, where the cheap models take over. 100 lies beyond
-    /// the trained range (the network sees λ_max; the head charges all of λ).
+    /// the trained range (the network sees λ_max; the shadow-price heads charge all of λ).
     public var lambdas: [Double] = (0...20).map { Double($0) / 100 }
         + [0.22, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2, 2.5, 3, 3.5, 3.75, 4, 4.25, 4.5, 4.75, 5, 5.5, 6, 7, 8,
            10, 15, 25, 50, 100]

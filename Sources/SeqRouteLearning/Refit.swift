@@ -77,9 +77,9 @@ public struct RefitData: Sendable {
 }
 
 public struct RefitConfiguration: Sendable {
-    /// The per-action head and α = 0.05: the shadow-price head, best in the benchmark, rests
+    /// The per-action head and α = 0.05: the shadow-price heads, best in the benchmark, rest
     /// on the per-task means as priors, and the log's means of seldom-chosen models are too
-    /// rough for it (measured: docs/BENCHMARKS.md, the learning loop).
+    /// rough for them (measured: docs/BENCHMARKS.md, the learning loop).
     public var cql: CQLConfiguration = {
         var c = CQLConfiguration()
         c.head = .perAction
