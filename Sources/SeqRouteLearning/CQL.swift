@@ -136,18 +136,18 @@ public struct QFunction: Sendable {
         case .perAction:
             for (m, g) in gq.enumerated() { gradient[row * k + m] += g }
         case .shadowPrice, .shadowPriceAndAdvantage, .shadowPriceAndStakes:
-            let w = outputWidth, free = head == .shadowPriceAndAdvantage
+            let w = outputWidth, free = head == .shadowPriceAndAdvantage, staked = head == .shadowPriceAndStakes
             let p = taskIndex ?? encoder.tasks.count
             var gv: Float = 0, gc: Float = 0, gquality: Float = 0
             for (m, g) in gq.enumerated() {
                 gv += g
                 gc += g * Float(encoder.priorCost[p][m])
-                gquality += g * Float(encoder.priorQuality[p][m])
+                if staked { gquality += g * Float(encoder.priorQuality[p][m]) }
                 if free { gradient[w * row + 2 + m] += g }
             }
             gradient[w * row] += gv
             gradient[w * row + 1] -= logistic(outputs[w * row + 1]) * gc  // softplus′ = logistic
-            if head == .shadowPriceAndStakes {
+            if staked {
                 gradient[w * row + 2] += logistic(outputs[w * row + 2]) / log(2) * gquality / scale.divisor(lambda)
             }
         }
