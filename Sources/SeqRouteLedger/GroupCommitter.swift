@@ -210,7 +210,7 @@ public final class GroupCommitter: @unchecked Sendable {
         json += "]"
         // One row per operation, grouped by kind: put them back in the batch's order.
         var results = [LedgerResult?](repeating: nil, count: ops.count)
-        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json]) {
+        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json], prepared: true) {
             guard let n = row.int(0), (1...ops.count).contains(n), results[n - 1] == nil else {
                 throw PGError(sqlState: nil, message: "seqroute_apply answered an unexpected row \(row.int(0).map(String.init) ?? "null")",
                               connectionLost: false)

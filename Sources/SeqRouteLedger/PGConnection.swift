@@ -46,12 +46,30 @@ public final class PGConnection: @unchecked Sendable {
 
     public var isHealthy: Bool { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
-    /// Runs one statement with text parameters; returns its rows as text.
+    /// Statements prepared on this connection, by text: the group committer runs the same one
+    /// for every batch, and a prepared statement is not parsed and planned again each time.
+    private var preparedNames: [String: String] = [:]
+
+    /// Runs one statement with text parameters; returns its rows as text. `prepared` keeps the
+    /// statement on the server for the next call with the same text.
     @discardableResult
-    public func query(_ sql: String, _ params: [String?] = []) throws -> [PGRow] {
+    public func query(_ sql: String, _ params: [String?] = [], prepared: Bool = false) throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        var name: String?
+        if prepared {
+            name = preparedNames[sql]
+            if name == nil {
+                let fresh = "seqroute_\(preparedNames.count)"
+                let made = PQprepare(conn, fresh, sql, Int32(params.count), nil)
+                defer { PQclear(made) }
+                guard let made, PQresultStatus(made) == PGRES_COMMAND_OK else { throw lastError(made) }
+                preparedNames[sql] = fresh
+                name = fresh
+            }
+        }
         let result: OpaquePointer? = withCStrings(params) { ptrs in
-            PQexecParams(conn, sql, Int32(params.count), nil, ptrs, nil, nil, 0)
+            if let name { return PQexecPrepared(conn, name, Int32(params.count), ptrs, nil, nil, 0) }
+            return PQexecParams(conn, sql, Int32(params.count), nil, ptrs, nil, nil, 0)
         }
         defer { PQclear(result) }
         guard let result else { throw lastError(nil) }

@@ -6,6 +6,9 @@ public final class LineClient {
     private let fd: Int32
     private var buffer: [UInt8] = []
     private var start = 0
+    /// Where each read lands, kept between reads: a fresh 64 KiB array per answer would cost
+    /// the load generator more than the request itself.
+    private var chunk = [UInt8](repeating: 0, count: 65_536)
 
     public init(path: String) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -62,7 +65,6 @@ public final class LineClient {
                 }
                 return line
             }
-            var chunk = [UInt8](repeating: 0, count: 65_536)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n == 0 { return nil }
             guard n > 0 else {

@@ -138,7 +138,8 @@ public final class Router: @unchecked Sendable {
                                  ("state", r.state ?? "open"),
                                  ("closed", v.closed ? "1" : "0")]).line
             }
-        case .reload: return reload()
+        // Loading and checking a policy file takes a while: not on the connection's event loop.
+        case .reload: return await Task.detached { self.reload() }.value
         case .stats: return statsLine()
         }
     }
