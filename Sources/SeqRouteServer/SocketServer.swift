@@ -151,7 +151,8 @@ final class ConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard case .line(let line) = event else {
             var buffer = context.channel.allocator.buffer(capacity: 80)
             buffer.writeString(ProtocolError("too_long", "line longer than \(maxLineBytes) bytes; closing").line + "\n")
-            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
             return
         }
         let bytes = Array(line.readableBytesView)
@@ -210,7 +211,8 @@ final class RefusingHandler: ChannelInboundHandler, @unchecked Sendable {
     private func refuse(_ context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 80)
         buffer.writeString(error.line + "\n")
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
