@@ -35,6 +35,9 @@ public struct BenchConfiguration: Sendable {
     /// the turn's task (the statistics pacing ranks by), so that they need not rediscover them
     /// from 0/1 outcomes.
     public var taskPriors = true
+    /// With task priors: how many stages of a session they tell apart (StateEncoder.stages),
+    /// measured over the turns of the training sessions.
+    public var priorStages = 4
     public var seed: UInt64 = 1
 
     public init() {}
@@ -117,6 +120,42 @@ public struct BenchOutput: Sendable, Codable {
     public var notes: [String]
 }
 
+/// Each model's mean quality and mean cost (USD) per task and stage of a session, over the turns
+/// of `sessions`, in the rows `StateEncoder.priorRow` reads. Every query records every model's
+/// outcome, so these are exact means, not estimates from logged choices. A task seen on fewer
+/// than 30 turns of a stage takes its means over all its queries.
+public func stagePriors(sessions: [Session], table: QueryTable, stats: TrainingStats, tasks: [String],
+                        stages: Int) -> (quality: [[Double]], costUSD: [[Double]]) {
+    let k = table.models.count, rows = (tasks.count + 1) * stages
+    var quality = [[Double]](repeating: [Double](repeating: 0, count: k), count: rows), cost = quality
+    var turns = [Int](repeating: 0, count: rows)
+    let taskIndex = Dictionary(uniqueKeysWithValues: tasks.enumerated().map { ($1, $0) })
+    for session in sessions {
+        for (t, q) in session.queries.enumerated() {
+            let stage = StateEncoder.stage(turn: t + 1, horizon: session.horizon, stages: stages)
+            // The task's row, and the row for an unknown task (every task).
+            for row in [(taskIndex[table.records[q].task] ?? tasks.count) * stages + stage, tasks.count * stages + stage] {
+                turns[row] += 1
+                for m in 0..<k {
+                    quality[row][m] += table.quality(q, m)
+                    cost[row][m] += table.costUSD(q, m)
+                }
+            }
+        }
+    }
+    for row in 0..<rows {
+        if turns[row] >= 30 {
+            quality[row] = quality[row].map { $0 / Double(turns[row]) }
+            cost[row] = cost[row].map { $0 / Double(turns[row]) }
+        } else {
+            let task = row / stages < tasks.count ? tasks[row / stages] : nil
+            quality[row] = task.map(stats.quality(task:)) ?? stats.meanQuality
+            cost[row] = task.map(stats.costUSD(task:)) ?? stats.meanCostUSD
+        }
+    }
+    return (quality, cost)
+}
+
 public enum Bench {
     public static func run(train: QueryTable, test: QueryTable, configuration c: BenchConfiguration,
                            progress: @escaping @Sendable (String) -> Void) throws -> (BenchOutput, LearnedPolicy) {
@@ -139,20 +178,25 @@ public enum Bench {
         let kappa = levels.strongestMeanCostUSD
         let scale = RewardScale(priceScaleUSD: kappa, cheapRatio: stats.meanCostUSD[stats.cheapestModel] / kappa)
         let tasks = stats.taskCounts.keys.sorted()
+        let generator = SessionGenerator()
+        let trainSessions = generator.sessions(count: c.trainSessions, from: train, seed: c.seed)
+        let stages = c.taskPriors ? max(1, c.priorStages) : 1
+        // One stage: the task's means over all its training queries, as pacing ranks by.
+        let priors = stages > 1
+            ? stagePriors(sessions: trainSessions, table: train, stats: stats, tasks: tasks, stages: stages)
+            : (quality: tasks.map(stats.quality(task:)) + [stats.meanQuality], costUSD: tasks.map(stats.costUSD(task:)) + [stats.meanCostUSD])
         let encoder = StateEncoder(featureDimension: c.queryFeatures ? featurizer.dimension : 0, tasks: tasks,
                                    modelCount: train.models.count, priceScaleUSD: kappa, lambdaMax: c.hbr.lambdaMax,
-                                   priorQuality: c.taskPriors ? tasks.map(stats.quality(task:)) + [stats.meanQuality] : [],
-                                   priorCost: c.taskPriors ? (tasks.map(stats.costUSD(task:)) + [stats.meanCostUSD])
-                                       .map { $0.map { $0 / kappa } } : [])
+                                   priorQuality: c.taskPriors ? priors.quality : [],
+                                   priorCost: c.taskPriors ? priors.costUSD.map { $0.map { $0 / kappa } } : [],
+                                   stages: stages)
         let trainData = QueryData(table: train, holds: holds, encoder: encoder, featurizer: featurizer)
         let testData = QueryData(table: test, holds: holds, encoder: encoder, featurizer: featurizer)
         let trainSim = try Simulator(table: train, holds: holds)
         let testSim = try Simulator(table: test, holds: holds)
-        let generator = SessionGenerator()
 
         // 1. Logged data: the behaviour policy on training sessions at random budget levels.
         progress("behaviour: \(c.trainSessions) training sessions")
-        let trainSessions = generator.sessions(count: c.trainSessions, from: train, seed: c.seed)
         var budgetRandom = SplitMix64(seed: c.seed &+ 101)
         let trainBudgets = trainSessions.map {
             levels.budgetUSD(turns: $0.horizon, rho: 0.02 + 1.18 * budgetRandom.unit())

@@ -108,14 +108,13 @@ public struct QFunction: Sendable {
     }
 
     /// Q(s,·) of row `row` of `outputs` into `q` from `q[row * k]`.
-    public func values(_ outputs: [Float], row: Int, taskIndex: Int?, lambda: Float, into q: inout [Float]) {
+    public func values(_ outputs: [Float], row: Int, priorRow p: Int, lambda: Float, into q: inout [Float]) {
         let k = encoder.modelCount
         switch head {
         case .perAction:
             for m in 0..<k { q[row * k + m] = outputs[row * k + m] }
         case .shadowPrice, .shadowPriceAndAdvantage, .shadowPriceAndStakes:
             let w = outputWidth, free = head == .shadowPriceAndAdvantage
-            let p = taskIndex ?? encoder.tasks.count
             let v = outputs[w * row], price = softplus(outputs[w * row + 1])
             let stakes = head == .shadowPriceAndStakes ? softplus(outputs[w * row + 2]) / log(2) : 1
             let d = scale.divisor(lambda)
@@ -129,7 +128,7 @@ public struct QFunction: Sendable {
 
     /// Adds to `gradient` (rows of `outputWidth`) the loss's gradient with respect to row
     /// `row`'s outputs, given its gradient `gq` with respect to that row's Q-values.
-    public func backward(_ gq: ArraySlice<Float>, outputs: [Float], row: Int, taskIndex: Int?, lambda: Float,
+    public func backward(_ gq: ArraySlice<Float>, outputs: [Float], row: Int, priorRow p: Int, lambda: Float,
                          into gradient: inout [Float]) {
         let k = encoder.modelCount
         switch head {
@@ -137,7 +136,6 @@ public struct QFunction: Sendable {
             for (m, g) in gq.enumerated() { gradient[row * k + m] += g }
         case .shadowPrice, .shadowPriceAndAdvantage, .shadowPriceAndStakes:
             let w = outputWidth, free = head == .shadowPriceAndAdvantage, staked = head == .shadowPriceAndStakes
-            let p = taskIndex ?? encoder.tasks.count
             var gv: Float = 0, gc: Float = 0, gquality: Float = 0
             for (m, g) in gq.enumerated() {
                 gv += g
@@ -246,11 +244,12 @@ public struct CQLTrainer: Sendable {
             let outNextTarget = target.outputs(xNext, batch: c.batch)
             for i in 0..<c.batch {
                 let t = picked[i]
-                qf.values(out, row: i, taskIndex: data.taskIndex[Int(t.query)], lambda: t.lambda, into: &q)
+                qf.values(out, row: i, priorRow: priorRow(t, data), lambda: t.lambda, into: &q)
                 if !t.done {
-                    let next = data.taskIndex[Int(t.nextQuery)]
-                    qf.values(outNextOnline, row: i, taskIndex: next, lambda: t.lambda, into: &qNextOnline)
-                    qf.values(outNextTarget, row: i, taskIndex: next, lambda: t.lambda, into: &qNextTarget)
+                    let next = encoder.priorRow(taskIndex: data.taskIndex[Int(t.nextQuery)], turn: Int(t.turn) + 1,
+                                                horizon: Int(t.horizon))
+                    qf.values(outNextOnline, row: i, priorRow: next, lambda: t.lambda, into: &qNextOnline)
+                    qf.values(outNextTarget, row: i, priorRow: next, lambda: t.lambda, into: &qNextTarget)
                 }
             }
             for i in gq.indices { gq[i] = 0 }
@@ -281,7 +280,7 @@ public struct CQLTrainer: Sendable {
             var grad = [Float](repeating: 0, count: c.batch * qf.outputWidth)
             for i in 0..<c.batch {
                 qf.backward(gq[(i * k)..<((i + 1) * k)], outputs: out, row: i,
-                            taskIndex: data.taskIndex[Int(picked[i].query)], lambda: picked[i].lambda, into: &grad)
+                            priorRow: priorRow(picked[i], data), lambda: picked[i].lambda, into: &grad)
             }
             let g = online.backward(values: values, outputGradient: grad, batch: c.batch)
             adam.apply(g, to: &online)
@@ -294,6 +293,10 @@ public struct CQLTrainer: Sendable {
             }
         }
         return (online, TrainingReport(steps: c.steps, seconds: Date().timeIntervalSince(started), finalTDLoss: lastLoss))
+    }
+
+    private func priorRow(_ t: Transition, _ data: QueryData) -> Int {
+        encoder.priorRow(taskIndex: data.taskIndex[Int(t.query)], turn: Int(t.turn), horizon: Int(t.horizon))
     }
 
     private func fill(_ x: inout [Float], _ xNext: inout [Float], _ batch: [Transition], _ data: QueryData) {

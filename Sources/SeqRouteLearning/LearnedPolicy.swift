@@ -68,7 +68,8 @@ public struct LearnedPolicy: Sendable, Codable {
         guard head != .perAction else { return outputs }
         var q = [Float](repeating: 0, count: encoder.modelCount)
         QFunction(head: head, encoder: encoder, scale: scale)
-            .values(outputs, row: 0, taskIndex: taskIndex, lambda: Float(lambda), into: &q)
+            .values(outputs, row: 0, priorRow: encoder.priorRow(taskIndex: taskIndex, turn: turn, horizon: horizon),
+                    lambda: Float(lambda), into: &q)
         return q
     }
 

@@ -13,15 +13,20 @@ public struct StateEncoder: Sendable, Codable, Equatable {
     public let priceScaleUSD: Double
     /// The top of the trained λ range (λ is encoded on a log scale up to it).
     public let lambdaMax: Double
-    /// Training statistics per task (row t for tasks[t], the last row for an unknown task):
-    /// each model's mean quality, and its mean cost over κ. Empty: not encoded.
+    /// Training statistics per task and stage of a session (`priorRow`; the last task row is for
+    /// an unknown task): each model's mean quality, and its mean cost over κ. Empty: not encoded.
     public let priorQuality: [[Double]]
     public let priorCost: [[Double]]
+    /// How many stages of a session (equal shares of its turns) the priors tell apart: a
+    /// session's early queries may be easier than its late ones, and then the models differ
+    /// less on them than the task's means say. 1: per task only.
+    public let stages: Int
 
     public init(featureDimension: Int, tasks: [String], modelCount: Int, priceScaleUSD: Double, lambdaMax: Double,
-                priorQuality: [[Double]] = [], priorCost: [[Double]] = []) {
-        precondition(priorQuality.isEmpty || (priorQuality.count == tasks.count + 1 && priorCost.count == tasks.count + 1),
-                     "priors need one row per task plus one for unknown tasks")
+                priorQuality: [[Double]] = [], priorCost: [[Double]] = [], stages: Int = 1) {
+        precondition(stages >= 1 && (priorQuality.isEmpty || (priorQuality.count == (tasks.count + 1) * stages
+                                                              && priorCost.count == priorQuality.count)),
+                     "priors need one row per task and stage, plus one per stage for unknown tasks")
         self.featureDimension = featureDimension
         self.tasks = tasks
         self.modelCount = modelCount
@@ -29,6 +34,34 @@ public struct StateEncoder: Sendable, Codable, Equatable {
         self.lambdaMax = lambdaMax
         self.priorQuality = priorQuality
         self.priorCost = priorCost
+        self.stages = stages
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case featureDimension, tasks, modelCount, priceScaleUSD, lambdaMax, priorQuality, priorCost, stages
+    }
+
+    /// Policy files written before stages existed have priors per task only.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        featureDimension = try c.decode(Int.self, forKey: .featureDimension)
+        tasks = try c.decode([String].self, forKey: .tasks)
+        modelCount = try c.decode(Int.self, forKey: .modelCount)
+        priceScaleUSD = try c.decode(Double.self, forKey: .priceScaleUSD)
+        lambdaMax = try c.decode(Double.self, forKey: .lambdaMax)
+        priorQuality = try c.decode([[Double]].self, forKey: .priorQuality)
+        priorCost = try c.decode([[Double]].self, forKey: .priorCost)
+        stages = try c.decodeIfPresent(Int.self, forKey: .stages) ?? 1
+    }
+
+    /// The stage of turn `turn` of `horizon`: 0 for the first share of the turns, up to stages − 1.
+    public static func stage(turn: Int, horizon: Int, stages: Int) -> Int {
+        min(stages - 1, max(0, stages * (turn - 1) / max(horizon, 1)))
+    }
+
+    /// The row of the priors for a task (nil: unknown) at a turn.
+    public func priorRow(taskIndex: Int?, turn: Int, horizon: Int) -> Int {
+        (taskIndex ?? tasks.count) * stages + StateEncoder.stage(turn: turn, horizon: horizon, stages: stages)
     }
 
     static let scalarCount = 6
@@ -73,7 +106,7 @@ public struct StateEncoder: Sendable, Codable, Equatable {
         }
         i += 2 * modelCount
         if !priorQuality.isEmpty {
-            let p = taskIndex ?? tasks.count
+            let p = priorRow(taskIndex: taskIndex, turn: turn, horizon: horizon)
             for m in 0..<modelCount {
                 row[i + 2 * m] = Float(priorQuality[p][m])
                 row[i + 2 * m + 1] = Float(log1p(priorCost[p][m]))

@@ -53,16 +53,16 @@ import Testing
         let qf = QFunction(head: head, encoder: encoder, scale: RewardScale(priceScaleUSD: 2, cheapRatio: 0.05))
         let width = qf.outputWidth
         let w: [Float] = [0.7, -1.3, 0.4]
-        for (task, lambda, all) in [(0, Float(0), [Float(0.2), -0.5, 0.8]), (1, 3, [-1, 1.5, -0.6]), (2, 0.4, [0.3, 0, 0.1])] {
+        // Rows 0 and 1 are the tasks', row 2 the one for an unknown task.
+        for (row, lambda, all) in [(0, Float(0), [Float(0.2), -0.5, 0.8]), (1, 3, [-1, 1.5, -0.6]), (2, 0.4, [0.3, 0, 0.1])] {
             let outputs = Array(all.prefix(width))
-            let taskIndex: Int? = task < 2 ? task : nil
             func loss(_ o: [Float]) -> Double {
                 var q = [Float](repeating: 0, count: 3)
-                qf.values(o, row: 0, taskIndex: taskIndex, lambda: lambda, into: &q)
+                qf.values(o, row: 0, priorRow: row, lambda: lambda, into: &q)
                 return zip(q, w).reduce(0) { $0 + Double($1.0 * $1.1) }
             }
             var g = [Float](repeating: 0, count: width)
-            qf.backward(ArraySlice(w), outputs: outputs, row: 0, taskIndex: taskIndex, lambda: lambda, into: &g)
+            qf.backward(ArraySlice(w), outputs: outputs, row: 0, priorRow: row, lambda: lambda, into: &g)
             for j in 0..<width {
                 var plus = outputs, minus = outputs
                 plus[j] += 1e-2
@@ -241,6 +241,36 @@ struct ToyMDP {
         #expect(object.removeValue(forKey: "head") != nil)
         let old = try JSONDecoder().decode(LearnedPolicy.self, from: JSONSerialization.data(withJSONObject: object))
         #expect(old.head == .perAction)
+    }
+
+    /// Priors per stage of a session: each model's means over the turns of that stage, the
+    /// task's means over all its queries where a stage saw too few turns, and the rows the
+    /// encoder reads. An encoder saved before stages existed reads as one stage.
+    @Test func stagePriorsAreTheMeansOfEachStagesTurns() throws {
+        func outcome(_ q: Double, _ c: Double) -> ModelOutcome { ModelOutcome(quality: q, costUSD: c) }
+        let table = try QueryTable(records: [
+            QueryRecord(id: "easy", task: "t", text: "", models: ["a": outcome(1, 1), "b": outcome(1, 3)]),
+            QueryRecord(id: "hard", task: "t", text: "", models: ["a": outcome(0, 2), "b": outcome(1, 4)]),
+        ])
+        let stats = TrainingStats(training: table)
+        let sessions = [Session](repeating: Session(queries: [0, 1]), count: 40)
+        let p = stagePriors(sessions: sessions, table: table, stats: stats, tasks: ["t"], stages: 2)
+        // Rows: task t early, t late, unknown task early, unknown late.
+        #expect(p.quality == [[1, 1], [0, 1], [1, 1], [0, 1]])
+        #expect(p.costUSD == [[1, 3], [2, 4], [1, 3], [2, 4]])
+        let few = stagePriors(sessions: Array(sessions.prefix(10)), table: table, stats: stats, tasks: ["t"], stages: 2)
+        #expect(few.quality == [[Double]](repeating: [0.5, 1], count: 4))
+        let encoder = StateEncoder(featureDimension: 0, tasks: ["t"], modelCount: 2, priceScaleUSD: 1, lambdaMax: 50,
+                                   priorQuality: p.quality, priorCost: p.costUSD, stages: 2)
+        #expect([1, 2, 3, 4, 5].map { encoder.priorRow(taskIndex: 0, turn: $0, horizon: 5) } == [0, 0, 0, 1, 1])
+        #expect(encoder.priorRow(taskIndex: nil, turn: 5, horizon: 5) == 3)
+        let data = try JSONEncoder().encode(encoder)
+        #expect(try JSONDecoder().decode(StateEncoder.self, from: data) == encoder)
+        let perTask = StateEncoder(featureDimension: 0, tasks: ["t"], modelCount: 2, priceScaleUSD: 1, lambdaMax: 50,
+                                   priorQuality: [[0.5, 1], [0.5, 1]], priorCost: [[1.5, 3.5], [1.5, 3.5]])
+        var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(perTask)) as? [String: Any])
+        #expect(object.removeValue(forKey: "stages") != nil)
+        #expect(try JSONDecoder().decode(StateEncoder.self, from: JSONSerialization.data(withJSONObject: object)) == perTask)
     }
 
     /// A briefly trained network on RouterBench never picks an infeasible model, at any level.
