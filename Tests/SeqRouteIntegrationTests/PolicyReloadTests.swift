@@ -8,10 +8,12 @@ import Testing
 @Suite(.serialized) struct PolicyReloadTests {
     /// A policy file; `priors` gives the encoder per-task means (the shadow-price heads need them).
     func policyFile(_ path: String, version: String, pool: [String] = ["big", "mid", "small"], head: QHead = .perAction,
-                    priors: Bool = false) throws {
+                    priors: Bool = false, stages: Int = 1) throws {
         let row = pool.indices.map { Double($0 + 1) / Double(pool.count) }
+        // One task and the unknown task, each with a row per stage.
+        let rows = priors ? [[Double]](repeating: row, count: 2 * stages) : []
         let encoder = StateEncoder(featureDimension: 64, tasks: ["qa"], modelCount: pool.count, priceScaleUSD: 0.01,
-                                   lambdaMax: 50, priorQuality: priors ? [row, row] : [], priorCost: priors ? [row, row] : [])
+                                   lambdaMax: 50, priorQuality: rows, priorCost: rows, stages: stages)
         let scale = RewardScale(priceScaleUSD: 0.01, cheapRatio: 0.05)
         // Sized for the head; a head that needs priors is given them or refused before it is used.
         let outputs = priors || head == .perAction ? QFunction(head: head, encoder: encoder, scale: scale).outputWidth : 2
@@ -65,8 +67,9 @@ import Testing
         #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa"))["policy"] == "test-policy-5")
         let shadow = try db.query("SELECT array_length(scores, 1) FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-5'")
         #expect(shadow.count == 1 && shadow[0].int(0) == 3)
-        // So does one with stakes, the benchmark's default head, at a λ beyond its trained range.
-        try policyFile(good, version: "test-policy-6", head: .shadowPriceAndStakes, priors: true)
+        // So does one with stakes and priors per stage, as the benchmark writes, at a λ beyond
+        // its trained range.
+        try policyFile(good, version: "test-policy-6", head: .shadowPriceAndStakes, priors: true, stages: 4)
         #expect(try c.request("RELOAD") == "OK policy=test-policy-6")
         #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa lambda=80"))["policy"] == "test-policy-6")
         let staked = try db.query("SELECT array_length(scores, 1), lambda FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-6'")
