@@ -19,8 +19,8 @@ public struct BenchConfiguration: Sendable {
     public var lambdas: [Double] = (0...20).map { Double($0) / 100 }
         + [0.22, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1, 1.5, 2, 2.5, 3, 3.5, 3.75, 4, 4.25, 4.5, 4.75, 5, 5.5, 6, 7, 8,
            10, 15, 25, 50, 100]
-    /// How many λ the sweep may add where one step of λ moves the learned policy's spending on
-    /// validation sessions the most (`LambdaSweep.refined`), whatever the data.
+    /// How many λ the sweep may add where one step of λ moves the learned policy's cost or
+    /// quality on validation sessions the most (`LambdaSweep.refined`), whatever the data.
     public var lambdaRefinements = 96
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
@@ -37,7 +37,7 @@ public struct BenchConfiguration: Sendable {
     public var taskPriors = true
     /// With task priors: how many stages of a session they tell apart (StateEncoder.stages),
     /// measured over the turns of the training sessions.
-    public var priorStages = 4
+    public var priorStages = 8
     public var seed: UInt64 = 1
 
     public init() {}
@@ -264,7 +264,7 @@ public enum Bench {
         let cloned = learned("bc", bcNetwork, "bench-bc")
 
         // 4. The λ sweep, refined on validation sessions (drawn from training queries; the test
-        // sessions play no part) where one step of λ moves spending the most.
+        // sessions play no part) where one step of λ moves cost or quality the most.
         let testSessions = generator.sessions(count: c.testSessionsPerLevel, from: test, seed: c.seed &+ 2)
         let validation = generator.sessions(count: c.validationSessions, from: train, seed: c.seed &+ 3)
         // Each λ's validation figures per level, kept for matching λ to pacing (step 6).
@@ -278,7 +278,7 @@ public enum Bench {
             }
             let metrics = runs.values
             onValidation[l] = metrics
-            return metrics.map(\.meanSessionCostUSD)
+            return metrics.map(\.meanSessionCostUSD) + metrics.map(\.meanTurnQuality)
         }
         figures["lambda_sweep_size"] = Double(sweep.count)
         progress("λ sweep: \(sweep.count) values (\(sweep.count - Set(c.lambdas).count) added on validation sessions)")

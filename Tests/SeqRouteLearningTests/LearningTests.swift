@@ -342,7 +342,7 @@ struct ToyMDP {
             return [l < 0.3 ? 10 : 4, l < 4.4 ? 2 : 1]
         }
         let grid: [Double] = [0, 0.1, 0.5, 1, 2, 4, 5, 50]
-        let sweep = LambdaSweep.refined(grid, adding: 40, cost: cost)
+        let sweep = LambdaSweep.refined(grid, adding: 40, figures: cost)
         #expect(sweep == sweep.sorted() && Set(grid).isSubset(of: Set(sweep)))
         let added = sweep.filter { !grid.contains($0) }
         #expect(!added.isEmpty && added.allSatisfy { (0.1...0.5).contains($0) || (4...5).contains($0) })
@@ -357,5 +357,12 @@ struct ToyMDP {
         #expect(LambdaSweep.refined(grid, adding: 40) { _ in [3, 1] } == grid)
         let fine = (0...100).map { Double($0) }
         #expect(LambdaSweep.refined(fine, adding: 40) { l in [l] } == fine)
+        // A jump in quality with almost no change in cost (the cheap end of the frontier) is
+        // bisected too: the figures are each level's cost and quality.
+        let cheapCost: (Double) -> Double = { l in l < 0.3 ? 10 : l < 4.4 ? 1.01 : 1 }
+        let byCost = LambdaSweep.refined(grid, adding: 40) { l in [cheapCost(l)] }.filter { !grid.contains($0) }
+        #expect(!byCost.isEmpty && byCost.allSatisfy { (0.1...0.5).contains($0) })
+        let byBoth = LambdaSweep.refined(grid, adding: 40) { l in [cheapCost(l), l < 4.4 ? 0.62 : 0.6] }.filter { !grid.contains($0) }
+        #expect(byBoth.contains { (4...5).contains($0) })
     }
 }
