@@ -28,7 +28,8 @@ extension LearnedPolicy {
         }
         let e = policy.encoder
         let priorsFit = (e.priorQuality.isEmpty && e.priorCost.isEmpty)
-            || (e.stages >= 1 && e.priorQuality.count == (e.tasks.count + 1) * e.stages && e.priorCost.count == e.priorQuality.count
+            || (e.stages >= 1 && e.priorQuality.count / (e.tasks.count + 1) == e.stages
+                && e.priorQuality.count.isMultiple(of: e.tasks.count + 1) && e.priorCost.count == e.priorQuality.count
                 && (e.priorQuality + e.priorCost).allSatisfy { $0.count == e.modelCount })
         guard e.modelCount == pool.count, priorsFit else {
             throw PolicyFileError(description: "policy \(policy.version) has an encoder that does not fit its pool")

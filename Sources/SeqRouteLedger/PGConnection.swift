@@ -49,20 +49,33 @@ public final class PGConnection: @unchecked Sendable {
     /// Statements prepared on this connection, by text: the group committer runs the same one
     /// for every batch, and a prepared statement is not parsed and planned again each time.
     private var preparedNames: [String: String] = [:]
+    private var preparedCount = 0
 
     /// Runs one statement with text parameters; returns its rows as text. `prepared` keeps the
     /// statement on the server for the next call with the same text.
     @discardableResult
     public func query(_ sql: String, _ params: [String?] = [], prepared: Bool = false) throws -> [PGRow] {
+        do {
+            return try run(sql, params, prepared: prepared)
+        } catch let e as PGError where prepared && e.sqlState == "0A000" {
+            // "cached plan must not change result type": a migration changed what the statement
+            // returns while this connection kept it. Prepare it again, once.
+            if let stale = preparedNames.removeValue(forKey: sql) { PQclear(PQexec(conn, "DEALLOCATE \(stale)")) }
+            return try run(sql, params, prepared: true)
+        }
+    }
+
+    private func run(_ sql: String, _ params: [String?], prepared: Bool) throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
         var name: String?
         if prepared {
             name = preparedNames[sql]
             if name == nil {
-                let fresh = "seqroute_\(preparedNames.count)"
+                let fresh = "seqroute_\(preparedCount)"
                 let made = PQprepare(conn, fresh, sql, Int32(params.count), nil)
                 defer { PQclear(made) }
                 guard let made, PQresultStatus(made) == PGRES_COMMAND_OK else { throw lastError(made) }
+                preparedCount += 1
                 preparedNames[sql] = fresh
                 name = fresh
             }

@@ -49,6 +49,18 @@ import Testing
         #expect(status.first?[1] == "ok" && status.first?.int64(2) == 5000)
     }
 
+    /// A prepared statement whose result changes shape under it (a migration while the daemon
+    /// runs) is prepared again, not failed from then on.
+    @Test func aPreparedStatementFollowsAChangeOfItsResult() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.query("CREATE TABLE shape (a integer)")
+        try db.query("INSERT INTO shape VALUES (1)")
+        #expect(try db.query("SELECT * FROM shape", prepared: true).first?.values == ["1"])
+        try db.query("ALTER TABLE shape ADD COLUMN b integer DEFAULT 2")
+        #expect(try db.query("SELECT * FROM shape", prepared: true).first?.values == ["1", "2"])
+        #expect(try db.query("SELECT * FROM shape", prepared: true).first?.values == ["1", "2"])
+    }
+
     /// Many operations of one session queued at once through a real committer: each is applied
     /// after the one before it, and every answer is the one a serial order gives.
     @Test func oneSessionsQueuedOperationsAreAppliedInOrder() async throws {

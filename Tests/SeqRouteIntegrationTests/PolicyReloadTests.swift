@@ -74,6 +74,15 @@ import Testing
         #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa lambda=80"))["policy"] == "test-policy-6")
         let staked = try db.query("SELECT array_length(scores, 1), lambda FROM decisions WHERE session_id = 'p1' AND policy_version = 'test-policy-6'")
         #expect(staked.count == 1 && staked[0].int(0) == 3 && staked[0].double(1) == 80)
+        // A hand-edited stage count that no prior table fits, however large, is refused.
+        var edited = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: good))) as? [String: Any])
+        var encoder = try #require(edited["encoder"] as? [String: Any])
+        encoder["stages"] = Int.max / 2
+        edited["encoder"] = encoder
+        try JSONSerialization.data(withJSONObject: edited).write(to: URL(fileURLWithPath: good))
+        let absurd = try c.request("RELOAD")
+        #expect(absurd.hasPrefix("ERR reload_failed ") && absurd.contains("does not fit"), "\(absurd)")
+        #expect(LineClient.fields(try c.request("ROUTE p1 tokens=10 task=qa"))["policy"] == "test-policy-6")
         #expect(daemon.terminate() == 0)
     }
 
