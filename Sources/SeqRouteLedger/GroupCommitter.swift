@@ -23,7 +23,7 @@ public final class GroupCommitter: @unchecked Sendable {
     private let log: @Sendable (String) -> Void
 
     private let cond = NSCondition()
-    private var queue: [(LedgerOperation, Completion)] = []
+    private var queue: [Pending] = []
     private var connected = false
     private var lastFailure = ""
     private var stopping = false
@@ -79,7 +79,15 @@ public final class GroupCommitter: @unchecked Sendable {
         return connected
     }
 
+    /// A queued operation with its JSON members (`LedgerOperation.jsonMembers`).
+    private struct Pending {
+        let op: LedgerOperation
+        let json: String
+        let done: Completion
+    }
+
     public func submit(_ op: LedgerOperation, _ done: @escaping Completion) {
+        let json = op.jsonMembers
         cond.lock()
         guard connected, !stopping else {
             let why = stopping ? "the daemon is shutting down" : "the ledger is unreachable: \(lastFailure)"
@@ -87,7 +95,7 @@ public final class GroupCommitter: @unchecked Sendable {
             done(.failure(.unavailable(why)))
             return
         }
-        queue.append((op, done))
+        queue.append(Pending(op: op, json: json, done: done))
         cond.signal()
         cond.unlock()
     }
@@ -125,8 +133,8 @@ public final class GroupCommitter: @unchecked Sendable {
     }
 
     /// Takes the next batch off the queue. The caller holds `cond`.
-    private func takeBatch() -> [(LedgerOperation, Completion)] {
-        let (batch, rest) = Self.nextBatch(of: queue, max: maxBatch) { $0.0.session }
+    private func takeBatch() -> [Pending] {
+        let (batch, rest) = Self.nextBatch(of: queue, max: maxBatch) { $0.op.session }
         queue = rest
         return batch
     }
@@ -157,39 +165,39 @@ public final class GroupCommitter: @unchecked Sendable {
         queue.removeAll()
         cond.unlock()
         if wasUp { log("<3>ledger unreachable: \(error.message)") }
-        for (_, done) in pending { done(.failure(.unavailable("the ledger is unreachable: \(error.message)"))) }
+        for p in pending { p.done(.failure(.unavailable("the ledger is unreachable: \(error.message)"))) }
     }
 
-    private func commit(_ batch: [(LedgerOperation, Completion)], on db: PGConnection?) -> PGConnection? {
+    private func commit(_ batch: [Pending], on db: PGConnection?) -> PGConnection? {
         guard let db else {
-            for (_, done) in batch { done(.failure(.unavailable("the ledger is unreachable: \(lastFailure)"))) }
+            for p in batch { p.done(.failure(.unavailable("the ledger is unreachable: \(lastFailure)"))) }
             return nil
         }
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let rows = try apply(batch.map(\.0), on: db)
+                let rows = try apply(batch, on: db)
                 cond.lock()
                 counters.batches += 1
                 counters.operations += batch.count
                 counters.largestBatch = max(counters.largestBatch, batch.count)
                 cond.unlock()
                 onBatch(batch.count)
-                for (i, (_, done)) in batch.enumerated() { done(.success(rows[i])) }
+                for (i, p) in batch.enumerated() { p.done(.success(rows[i])) }
                 return db
             } catch let e as PGError where e.connectionLost {
                 // The commit's fate is unknown to us; nothing was acknowledged, so the client
                 // sees `unavailable` and may retry (REPORT is idempotent).
                 markDown(e)
-                for (_, done) in batch { done(.failure(.unavailable("the ledger connection was lost: \(e.message)"))) }
+                for p in batch { p.done(.failure(.unavailable("the ledger connection was lost: \(e.message)"))) }
                 return nil
             } catch let e as PGError where (e.sqlState == "40P01" || e.sqlState == "40001") && attempt < 5 {
                 continue  // deadlock or serialization failure: the batch rolled back; run it again
             } catch {
                 if batch.count == 1 {
                     log("<3>ledger refused an operation: \(error)")
-                    batch[0].1(.failure(.internalError("\(error)")))
+                    batch[0].done(.failure(.internalError("\(error)")))
                     return db
                 }
                 // One operation spoiled the batch: apply each alone so that the others commit.
@@ -200,12 +208,15 @@ public final class GroupCommitter: @unchecked Sendable {
         }
     }
 
-    private func apply(_ ops: [LedgerOperation], on db: PGConnection) throws -> [LedgerResult] {
+    private func apply(_ ops: [Pending], on db: PGConnection) throws -> [LedgerResult] {
         var json = "["
-        json.reserveCapacity(ops.count * 900)
+        json.reserveCapacity(ops.reduce(2) { $0 + $1.json.utf8.count + 12 })
         for (i, op) in ops.enumerated() {
-            if i > 0 { json += "," }
-            op.appendJSON(position: i + 1, to: &json)
+            json += i == 0 ? "{\"n\":" : ",{\"n\":"
+            json += String(i + 1)
+            json += ","
+            json += op.json
+            json += "}"
         }
         json += "]"
         // One row per operation, grouped by kind: put them back in the batch's order.

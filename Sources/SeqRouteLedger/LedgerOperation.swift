@@ -65,10 +65,11 @@ public enum LedgerOperation: Sendable {
         }
     }
 
-    /// One element of the JSON array that seqroute_apply() reads; `n` is its 1-based position.
-    func appendJSON(position n: Int, to out: inout String) {
+    /// The members of this operation's element in the JSON array that seqroute_apply() reads,
+    /// without braces and without `n`, its position, which only the batch knows. Encoded where
+    /// the operation is submitted, so that the committer's turn (one at a time) stays short.
+    var jsonMembers: String {
         var o = JSONObject()
-        o.add("n", Int64(n))
         switch self {
         case let .open(session, account, user, budget, horizon, lambda):
             o.add("k", "open"); o.add("s", session); o.add("a", account); o.add("u", user)
@@ -94,7 +95,7 @@ public enum LedgerOperation: Sendable {
         case .status(let session):
             o.add("k", "status"); o.add("s", session)
         }
-        out += o.text + "}"
+        return o.text
     }
 }
 
@@ -146,7 +147,7 @@ public enum LedgerFailure: Error, Equatable, Sendable {
 }
 
 private struct JSONObject {
-    var text = "{"
+    var text = ""
     var first = true
     mutating func key(_ k: String) {
         if !first { text += "," }

@@ -1,4 +1,5 @@
-// A blocking client of the line protocol, for `seqroute ctl`, `seqroute loadgen` and tests.
+// A blocking client of the line protocol, for `seqroute ctl`, `seqroute simulate`, policy
+// activation and tests; `fields` also reads answers for the load generator.
 
 import Foundation
 
@@ -6,8 +7,8 @@ public final class LineClient {
     private let fd: Int32
     private var buffer: [UInt8] = []
     private var start = 0
-    /// Where each read lands, kept between reads: a fresh 64 KiB array per answer would cost
-    /// the load generator more than the request itself.
+    /// Where each read lands, kept between reads: a fresh 64 KiB array per answer would cost a
+    /// busy client more than the request itself.
     private var chunk = [UInt8](repeating: 0, count: 65_536)
 
     public init(path: String) throws {

@@ -1,10 +1,12 @@
 // `seqroute loadgen`: whole sessions (OPEN, ROUTE and REPORT per turn, CLOSE) over N
-// connections, one thread each, spread over one or more daemons' sockets; prints decisions per
+// connections, all driven by one event loop, spread over one or more daemons' sockets; prints decisions per
 // second and ROUTE latency percentiles. With a ledger to watch, it also samples the account's
 // spent + held against its cap all through the run.
 
 import Foundation
 import Histogram
+import NIOCore
+import NIOPosix
 import SeqRouteCore
 import SeqRouteLedger
 
@@ -56,12 +58,111 @@ public struct LoadReport: Sendable {
     }
 }
 
+/// What one load-generator connection says next and makes of each answer: its sessions one
+/// after another, each an OPEN, then a ROUTE and a REPORT per turn, then a CLOSE. Pure: the
+/// I/O loop sends `request` and hands back each answer line.
+struct LoadScript {
+    enum Phase: Equatable {
+        case open
+        case route(tokens: Int)
+        case report(turn: String, cost: Int64, quality: Double)
+        case close
+        case done
+    }
+
+    enum Outcome: Equatable {
+        case none, decision, bankrupt
+        case failure(String)
+    }
+
+    let prefix: String
+    let sessions: Int
+    let turns: Int
+    let budget: Int64
+    let account: String?
+    private(set) var phase: Phase
+    private var session = 0
+    private var turn = 0
+    private var random: SplitMix64
+
+    init(prefix: String, sessions: Int, turns: Int, budget: Int64, account: String?, seed: UInt64) {
+        self.prefix = prefix
+        self.sessions = sessions
+        self.turns = turns
+        self.budget = budget
+        self.account = account
+        random = SplitMix64(seed: seed)
+        phase = sessions > 0 ? .open : .done
+    }
+
+    private var id: String { "\(prefix)-\(session)" }
+
+    /// The line to send now; nil when every session is done.
+    var request: String? {
+        switch phase {
+        case .open:
+            var line = "OPEN \(id) budget=\(budget) horizon=\(turns)"
+            if let account { line += " account=\(account)" }
+            return line
+        case .route(let tokens): return "ROUTE \(id) tokens=\(tokens) task=qa"
+        case let .report(turn, cost, quality): return "REPORT \(id) \(turn) cost=\(cost) quality=\(quality)"
+        case .close: return "CLOSE \(id)"
+        case .done: return nil
+        }
+    }
+
+    /// Takes the answer to `request` and moves on. A refused OPEN skips its session; a refused
+    /// or bankrupt ROUTE skips its REPORT.
+    mutating func answered(_ line: String) -> Outcome {
+        let ok = line.hasPrefix("OK")
+        switch phase {
+        case .open:
+            if ok { nextTurn(first: true) } else { nextSession() }
+            return ok ? .none : .failure(line)
+        case .route:
+            guard ok else {
+                nextTurn()
+                return .failure(line)
+            }
+            let f = LineClient.fields(line)
+            if f["bankrupt"] != nil {
+                nextTurn()
+                return .bankrupt
+            }
+            let hold = Int64(f["hold"] ?? "0") ?? 0
+            let cost = hold * Int64(30 + random.next() % 70) / 100
+            phase = .report(turn: f["turn"] ?? "0", cost: cost, quality: Double(random.next() % 1000) / 1000)
+            return .none
+        case .report:
+            nextTurn()
+            return ok ? .decision : .failure(line)
+        case .close:
+            nextSession()
+            return ok ? .none : .failure(line)
+        case .done:
+            return .failure("an answer nobody asked for: \(line)")
+        }
+    }
+
+    private mutating func nextTurn(first: Bool = false) {
+        if !first { turn += 1 } else { turn = 0 }
+        phase = turn < turns ? .route(tokens: 100 + Int(random.next() % 900)) : .close
+    }
+
+    private mutating func nextSession() {
+        session += 1
+        phase = session < sessions ? .open : .done
+    }
+}
+
 public enum LoadGenerator {
     public static func run(_ o: LoadOptions) throws -> LoadReport {
         let runID = String(UInt64.random(in: 0..<UInt64.max), radix: 36)
         let totals = Totals()
-        let group = DispatchGroup()
-        let started = DispatchTime.now().uptimeNanoseconds
+        // One event loop drives every connection: with a thread per connection, the load
+        // generator's own thread switches cost the machine as much as the daemon's work.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
         // Each connection paces its own share of the rate: one decision every `interval` ns,
         // at its own phase within the interval.
         let interval = o.rate > 0 ? UInt64(1e9 * Double(o.connections) / o.rate) : 0
@@ -72,77 +173,139 @@ public enum LoadGenerator {
         }
         watcher?.start()
 
+        let started = DispatchTime.now().uptimeNanoseconds
+        var finished: [EventLoopFuture<Void>] = []
         for c in 0..<o.connections {
             let mySessions = o.sessions / o.connections + (c < o.sessions % o.connections ? 1 : 0)
             if mySessions == 0 { continue }
-            group.enter()
-            let thread = Thread {
-                defer { group.leave() }
-                var local = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-                var myDecisions = 0, myBankrupt = 0, myErrors = 0
-                var myFirstErrors: [String] = []
-                var random = SplitMix64(seed: o.seed &+ UInt64(c) &* 0x9E37)
-                // Connections start their schedules spread over one interval, so that the
-                // offered load is even rather than every connection firing at the same instant.
-                var next = DispatchTime.now().uptimeNanoseconds + interval * UInt64(c) / UInt64(o.connections)
-                func failed(_ what: String) {
-                    myErrors += 1
-                    if myFirstErrors.count < 3 { myFirstErrors.append(what) }
-                }
-                do {
-                    let client = try LineClient(path: o.socketPaths[c % o.socketPaths.count])
-                    for s in 0..<mySessions {
-                        let id = "lg-\(runID)-\(c)-\(s)"
-                        var open = "OPEN \(id) budget=\(o.budget) horizon=\(o.turns)"
-                        if let a = o.account { open += " account=\(a)" }
-                        let opened = try client.request(open)
-                        guard opened.hasPrefix("OK") else { failed(opened); continue }
-                        for _ in 0..<o.turns {
-                            if interval > 0 {
-                                next += interval
-                                let now = DispatchTime.now().uptimeNanoseconds
-                                if next > now { usleep(UInt32((next - now) / 1_000)) }
-                            }
-                            let tokens = 100 + Int(random.next() % 900)
-                            let t0 = DispatchTime.now().uptimeNanoseconds
-                            let routed = try client.request("ROUTE \(id) tokens=\(tokens) task=qa")
-                            let t1 = DispatchTime.now().uptimeNanoseconds
-                            _ = local.record((t1 - t0) / 1_000)
-                            guard routed.hasPrefix("OK") else { failed(routed); continue }
-                            let f = LineClient.fields(routed)
-                            if f["bankrupt"] != nil { myBankrupt += 1; continue }
-                            let hold = Int64(f["hold"] ?? "0") ?? 0
-                            let cost = hold * Int64(30 + random.next() % 70) / 100
-                            let quality = Double(random.next() % 1000) / 1000
-                            let reported = try client.request("REPORT \(id) \(f["turn"] ?? "0") cost=\(cost) quality=\(quality)")
-                            if reported.hasPrefix("OK") { myDecisions += 1 } else { failed(reported) }
-                        }
-                        let closed = try client.request("CLOSE \(id)")
-                        if !closed.hasPrefix("OK") { failed(closed) }
+            let script = LoadScript(prefix: "lg-\(runID)-\(c)", sessions: mySessions, turns: o.turns, budget: o.budget,
+                                    account: o.account, seed: o.seed &+ UInt64(c) &* 0x9E37)
+            // Connections start their schedules spread over one interval, so that the offered
+            // load is even rather than every connection firing at the same instant.
+            let firstRoute = started + interval * UInt64(c) / UInt64(o.connections)
+            let done = group.next().makePromise(of: Void.self)
+            finished.append(done.futureResult)
+            let path = o.socketPaths[c % o.socketPaths.count]
+            ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            LoadConnection(script: script, interval: interval, firstRoute: firstRoute, totals: totals,
+                                           done: done))
                     }
-                } catch {
-                    failed("\(error)")
                 }
-                totals.lock.withLock {
-                    totals.histogram.add(local)
-                    totals.decisions += myDecisions
-                    totals.bankrupt += myBankrupt
-                    totals.errors += myErrors
-                    totals.firstErrors += myFirstErrors
+                .connect(unixDomainSocketPath: path)
+                .whenFailure { error in
+                    totals.add(LoadConnection.Tally(errors: 1, firstErrors: ["cannot connect to \(path): \(error)"]))
+                    done.succeed()
                 }
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
         }
-        group.wait()
+        try EventLoopFuture.andAllComplete(finished, on: group.next()).wait()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         let h = totals.histogram
-        return LoadReport(decisions: totals.decisions, bankrupt: totals.bankrupt, errors: totals.errors,
-                          firstErrors: totals.firstErrors, seconds: seconds,
+        return LoadReport(decisions: totals.tally.decisions, bankrupt: totals.tally.bankrupt, errors: totals.tally.errors,
+                          firstErrors: totals.tally.firstErrors, seconds: seconds,
                           p50: Double(h.valueAtPercentile(50)) / 1000,
                           p99: Double(h.valueAtPercentile(99)) / 1000,
                           p999: Double(h.valueAtPercentile(99.9)) / 1000,
                           max: Double(h.max) / 1000, watch: watcher?.finish())
+    }
+
+    /// One connection's I/O: sends its script's requests one at a time (a ROUTE waits for its
+    /// slot when a rate is set), times each ROUTE, and adds its tally to the totals at the end.
+    private final class LoadConnection: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+
+        struct Tally {
+            var decisions = 0, bankrupt = 0, errors = 0
+            var firstErrors: [String] = []
+
+            mutating func fail(_ what: String) {
+                errors += 1
+                if firstErrors.count < 3 { firstErrors.append(what) }
+            }
+        }
+
+        private var script: LoadScript
+        private let interval: UInt64
+        private var nextRoute: UInt64
+        private let totals: Totals
+        private let done: EventLoopPromise<Void>
+        private var tally = Tally()
+        private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        private var pending: [UInt8] = []
+        private var sentAt: UInt64 = 0
+
+        init(script: LoadScript, interval: UInt64, firstRoute: UInt64, totals: Totals, done: EventLoopPromise<Void>) {
+            self.script = script
+            self.interval = interval
+            self.nextRoute = firstRoute
+            self.totals = totals
+            self.done = done
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            sendNext(context: context)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = unwrapInboundIn(data)
+            pending += bytes.readBytes(length: bytes.readableBytes) ?? []
+            while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<nl], as: UTF8.self)
+                pending.removeSubrange(...nl)
+                if case .route = script.phase {
+                    _ = latencies.record((DispatchTime.now().uptimeNanoseconds - sentAt) / 1_000)
+                }
+                switch script.answered(line) {
+                case .none: break
+                case .decision: tally.decisions += 1
+                case .bankrupt: tally.bankrupt += 1
+                case .failure(let what): tally.fail(what)
+                }
+                sendNext(context: context)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            if script.phase != .done { tally.fail("the server closed the connection") }
+            totals.add(tally, latencies)
+            done.succeed()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            tally.fail("\(error)")
+            context.close(promise: nil)
+        }
+
+        private func sendNext(context: ChannelHandlerContext) {
+            guard let line = script.request else {
+                context.close(promise: nil)
+                return
+            }
+            if case .route = script.phase, interval > 0 {
+                nextRoute += interval
+                let now = DispatchTime.now().uptimeNanoseconds
+                if nextRoute > now {
+                    let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    context.eventLoop.scheduleTask(in: .nanoseconds(Int64(nextRoute - now))) {
+                        let (handler, context) = loopBound.value
+                        handler.write(line, context: context)
+                    }
+                    return
+                }
+            }
+            write(line, context: context)
+        }
+
+        private func write(_ line: String, context: ChannelHandlerContext) {
+            sentAt = DispatchTime.now().uptimeNanoseconds
+            var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
+            buffer.writeString(line)
+            buffer.writeInteger(UInt8(ascii: "\n"))
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        }
     }
 
     /// Reads one account's cap and spent + held over and over on its own connection.
@@ -185,11 +348,23 @@ public enum LoadGenerator {
         }
     }
 
-    /// What the connection threads add up, under one lock.
+    /// What the connections add up, under one lock.
     private final class Totals: @unchecked Sendable {
-        let lock = NSLock()
-        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
-        var decisions = 0, bankrupt = 0, errors = 0
-        var firstErrors: [String] = []
+        private let lock = NSLock()
+        private var _histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        private var _tally = LoadConnection.Tally()
+
+        func add(_ t: LoadConnection.Tally, _ latencies: Histogram<UInt64>? = nil) {
+            lock.withLock {
+                if let latencies { _histogram.add(latencies) }
+                _tally.decisions += t.decisions
+                _tally.bankrupt += t.bankrupt
+                _tally.errors += t.errors
+                _tally.firstErrors += t.firstErrors
+            }
+        }
+
+        var histogram: Histogram<UInt64> { lock.withLock { _histogram } }
+        var tally: LoadConnection.Tally { lock.withLock { _tally } }
     }
 }

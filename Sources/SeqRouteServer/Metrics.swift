@@ -24,9 +24,10 @@ public final class DaemonMetrics: @unchecked Sendable {
     private let ledgerUp: CoreMetrics.Gauge
     private let openSessions: CoreMetrics.Gauge
     private let openHolds: CoreMetrics.Gauge
-    /// Guards the policy gauge (taken by RELOAD, so never held across I/O).
+    /// Guards the policy gauge and the decision counters (never held across I/O).
     private let lock = NSLock()
     private var policyGauge: CoreMetrics.Gauge?
+    private var decisionCounters: [String: CoreMetrics.Counter] = [:]
     /// Guards the scrape's own state: the reconnects seen and its ledger connection.
     private let scrapeLock = NSLock()
     private var reconnectsSeen = 0
@@ -58,9 +59,21 @@ public final class DaemonMetrics: @unchecked Sendable {
         guard route else { return }
         routeLatency.recordNanoseconds(Int64(nanoseconds))
         if reply.hasPrefix("OK ") {
-            let fields = LineClient.fields(reply)
-            let model = fields["bankrupt"] != nil ? "(bankrupt)" : (fields["model"] ?? "?")
-            CoreMetrics.Counter(label: "seqroute_decisions_total", dimensions: [("model", model)], factory: factory).increment()
+            let words = reply.split(separator: " ")
+            let model = words.contains { $0.hasPrefix("bankrupt=") } ? "(bankrupt)"
+                : words.first { $0.hasPrefix("model=") }.map { String($0.dropFirst(6)) } ?? "?"
+            decisions(model).increment()
+        }
+    }
+
+    /// The decision counter of one model, made once: making a counter looks it up in the
+    /// registry under the registry's lock, which every ROUTE would otherwise pay for.
+    private func decisions(_ model: String) -> CoreMetrics.Counter {
+        lock.withLock {
+            if let c = decisionCounters[model] { return c }
+            let c = CoreMetrics.Counter(label: "seqroute_decisions_total", dimensions: [("model", model)], factory: factory)
+            decisionCounters[model] = c
+            return c
         }
     }
 
@@ -122,7 +135,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
             var buffer = context.channel.allocator.buffer(capacity: bytes.count)
             buffer.writeBytes(bytes)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in bound.value.close(promise: nil) }
         }
     }
 }

@@ -1,0 +1,63 @@
+import Foundation
+import SeqRouteCore
+import SeqRouteLedger
+@testable import SeqRouteServer
+import Testing
+
+@Suite(.serialized) struct LoadGeneratorTests {
+    /// The script walks OPEN, ROUTE/REPORT per turn, CLOSE per session; a refused OPEN skips
+    /// its session, a bankrupt or refused ROUTE skips its REPORT.
+    @Test func theScriptFollowsTheAnswers() {
+        var s = LoadScript(prefix: "c", sessions: 2, turns: 2, budget: 500, account: "acme", seed: 1)
+        #expect(s.request == "OPEN c-0 budget=500 horizon=2 account=acme")
+        #expect(s.answered("ERR exists session c-0 is already open") == .failure("ERR exists session c-0 is already open"))
+        #expect(s.request == "OPEN c-1 budget=500 horizon=2 account=acme")
+        #expect(s.answered("OK session=c-1") == .none)
+        #expect(s.request?.hasPrefix("ROUTE c-1 tokens=") == true)
+        #expect(s.answered("OK model=small turn=1 hold=100 remaining=400") == .none)
+        let report = s.request ?? ""
+        #expect(report.hasPrefix("REPORT c-1 1 cost=") && report.contains(" quality="), "\(report)")
+        let cost = Int(report.split(separator: " ")[3].dropFirst(5)) ?? -1
+        #expect((30...99).contains(cost), "a cost of 30–99% of the hold: \(cost)")
+        #expect(s.answered("OK spent=50 remaining=450") == .decision)
+        #expect(s.request?.hasPrefix("ROUTE c-1 ") == true)
+        #expect(s.answered("OK turn=2 bankrupt=1") == .bankrupt)
+        #expect(s.request == "CLOSE c-1")
+        #expect(s.answered("OK closed") == .none)
+        #expect(s.request == nil)
+        #expect(s.phase == .done)
+    }
+
+    /// Against a real daemon: every turn of every session is a decision, each session is
+    /// closed, and the ledger holds exactly what the load generator reports.
+    @Test func runsWholeSessionsAgainstADaemon() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 10,
+                                                       turns: 3, budget: 100_000_000, account: nil, rate: 0, seed: 7))
+        #expect(report.errors == 0, "\(report.firstErrors)")
+        #expect(report.decisions == 30)
+        #expect(report.p50 > 0 && report.p50 <= report.p99)
+        let db = try PGConnection(dsn: dsn)
+        #expect(try db.query("SELECT count(*) FROM sessions WHERE state = 'closed'")[0].int(0) == 10)
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE status = 'reported'")[0].int(0) == 30)
+        #expect(try reconciliationRows(db).isEmpty)
+        #expect(daemon.terminate() == 0)
+    }
+
+    /// Connections the daemon refuses are counted as errors; the others run to the end.
+    @Test func refusedConnectionsAreErrorsAndTheRestFinish() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
+            of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = 2"))
+        try daemon.start()
+        usleep(300_000)  // the start-up probe's connection closes on the daemon's side
+        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 8,
+                                                       turns: 2, budget: 100_000_000, account: nil, rate: 0, seed: 7))
+        #expect(report.decisions == 8, "two admitted connections with two sessions of two turns each")
+        #expect(report.errors >= 2)
+        #expect(report.firstErrors.contains { $0.hasPrefix("ERR busy") }, "\(report.firstErrors)")
+        #expect(daemon.terminate() == 0)
+    }
+}
