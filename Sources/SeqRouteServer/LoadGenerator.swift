@@ -236,6 +236,10 @@ public enum LoadGenerator {
         private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         private var pending: [UInt8] = []
         private var sentAt: UInt64 = 0
+        /// A ROUTE waiting for its slot (with a rate), cancelled if the connection closes first.
+        private var paced: Scheduled<Void>?
+        /// The connection already failed (a read or write error): its close is not another error.
+        private var broken = false
 
         init(script: LoadScript, interval: UInt64, firstRoute: UInt64, totals: Totals, done: EventLoopPromise<Void>) {
             self.script = script
@@ -265,17 +269,20 @@ public enum LoadGenerator {
                 case .failure(let what): tally.fail(what)
                 }
                 sendNext(context: context)
+                if script.phase == .done { return }  // closed: the tally is in the totals already
             }
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            if script.phase != .done { tally.fail("the server closed the connection") }
+            paced?.cancel()
+            if script.phase != .done && !broken { tally.fail("the server closed the connection") }
             totals.add(tally, latencies)
             done.succeed()
         }
 
         func errorCaught(context: ChannelHandlerContext, error: Error) {
-            tally.fail("\(error)")
+            if !broken { tally.fail("\(error)") }
+            broken = true
             context.close(promise: nil)
         }
 
@@ -289,7 +296,7 @@ public enum LoadGenerator {
                 let now = DispatchTime.now().uptimeNanoseconds
                 if nextRoute > now {
                     let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                    context.eventLoop.scheduleTask(in: .nanoseconds(Int64(nextRoute - now))) {
+                    paced = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(nextRoute - now))) {
                         let (handler, context) = loopBound.value
                         handler.write(line, context: context)
                     }

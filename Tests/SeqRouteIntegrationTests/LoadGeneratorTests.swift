@@ -46,6 +46,20 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
+    /// With a rate, each connection waits for its slot: 16 decisions at 100/s take at least
+    /// 0.12 s (the first slots are spread over one interval), and all are made.
+    @Test func aRateSpacesTheDecisions() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 8,
+                                                       turns: 2, budget: 100_000_000, account: nil, rate: 100, seed: 7))
+        #expect(report.errors == 0, "\(report.firstErrors)")
+        #expect(report.decisions == 16)
+        #expect(report.seconds >= 0.12, "\(report.seconds) s")
+        #expect(daemon.terminate() == 0)
+    }
+
     /// Connections the daemon refuses are counted as errors; the others run to the end.
     @Test func refusedConnectionsAreErrorsAndTheRestFinish() throws {
         let dsn = try TestCluster.freshDatabase()
@@ -56,7 +70,8 @@ import Testing
         let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 8,
                                                        turns: 2, budget: 100_000_000, account: nil, rate: 0, seed: 7))
         #expect(report.decisions == 8, "two admitted connections with two sessions of two turns each")
-        #expect(report.errors >= 2)
+        // Each refused connection: its OPEN answered `ERR busy`, then one error for the close.
+        #expect(report.errors == 4, "\(report.firstErrors)")
         #expect(report.firstErrors.contains { $0.hasPrefix("ERR busy") }, "\(report.firstErrors)")
         #expect(daemon.terminate() == 0)
     }
