@@ -9,8 +9,7 @@ import Testing
     /// served, and a place that frees up is taken again.
     @Test func connectionsOverTheLimitAreRefusedAndOthersServed() throws {
         let dsn = try TestCluster.freshDatabase()
-        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
-            of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = 6"))
+        let daemon = try DaemonProcess(dsn: dsn, config: testConfig(maxConnections: 6))
         try daemon.start()
         usleep(300_000)  // the start-up probe's connection closes on the daemon's side
         var open = try (0..<6).map { _ in try daemon.client() }

@@ -34,8 +34,7 @@ import Testing
         let dsn = try TestCluster.freshDatabase()
         let daemon = try DaemonProcess(dsn: dsn)
         try daemon.start()
-        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 10,
-                                                       turns: 3, budget: 100_000_000, account: nil, rate: 0, seed: 7))
+        let report = try load(daemon, sessions: 10, turns: 3)
         #expect(report.errors == 0, "\(report.firstErrors)")
         #expect(report.decisions == 30)
         #expect(report.p50 > 0 && report.p50 <= report.p99)
@@ -49,11 +48,9 @@ import Testing
     /// With a rate, each connection waits for its slot: 16 decisions at 100/s take at least
     /// 0.12 s (the first slots are spread over one interval), and all are made.
     @Test func aRateSpacesTheDecisions() throws {
-        let dsn = try TestCluster.freshDatabase()
-        let daemon = try DaemonProcess(dsn: dsn)
+        let daemon = try DaemonProcess(dsn: TestCluster.freshDatabase())
         try daemon.start()
-        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 8,
-                                                       turns: 2, budget: 100_000_000, account: nil, rate: 100, seed: 7))
+        let report = try load(daemon, sessions: 8, turns: 2, rate: 100)
         #expect(report.errors == 0, "\(report.firstErrors)")
         #expect(report.decisions == 16)
         #expect(report.seconds >= 0.12, "\(report.seconds) s")
@@ -62,17 +59,20 @@ import Testing
 
     /// Connections the daemon refuses are counted as errors; the others run to the end.
     @Test func refusedConnectionsAreErrorsAndTheRestFinish() throws {
-        let dsn = try TestCluster.freshDatabase()
-        let daemon = try DaemonProcess(dsn: dsn, config: testConfig.replacingOccurrences(
-            of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = 2"))
+        let daemon = try DaemonProcess(dsn: TestCluster.freshDatabase(), config: testConfig(maxConnections: 2))
         try daemon.start()
         usleep(300_000)  // the start-up probe's connection closes on the daemon's side
-        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: 8,
-                                                       turns: 2, budget: 100_000_000, account: nil, rate: 0, seed: 7))
+        let report = try load(daemon, sessions: 8, turns: 2)
         #expect(report.decisions == 8, "two admitted connections with two sessions of two turns each")
         // Each refused connection: its OPEN answered `ERR busy`, then one error for the close.
         #expect(report.errors == 4, "\(report.firstErrors)")
         #expect(report.firstErrors.contains { $0.hasPrefix("ERR busy") }, "\(report.firstErrors)")
         #expect(daemon.terminate() == 0)
+    }
+
+    /// A load generator run of 4 connections against `daemon`.
+    private func load(_ daemon: DaemonProcess, sessions: Int, turns: Int, rate: Double = 0) throws -> LoadReport {
+        try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: sessions,
+                                          turns: turns, budget: 100_000_000, account: nil, rate: rate, seed: 7))
     }
 }

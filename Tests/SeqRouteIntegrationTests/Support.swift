@@ -92,6 +92,11 @@ max_output_tokens = 100
 quality = 0.5
 """
 
+/// `testConfig` with a limit on open connections.
+func testConfig(maxConnections: Int) -> String {
+    testConfig.replacingOccurrences(of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = \(maxConnections)")
+}
+
 /// The real daemon binary, run as a child process.
 final class DaemonProcess: @unchecked Sendable {
     let directory: String
