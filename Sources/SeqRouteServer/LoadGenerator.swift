@@ -1,6 +1,6 @@
 // `seqroute loadgen`: whole sessions (OPEN, ROUTE and REPORT per turn, CLOSE) over N
-// connections, all driven by one event loop, spread over one or more daemons' sockets; prints decisions per
-// second and ROUTE latency percentiles. With a ledger to watch, it also samples the account's
+// connections, all driven by one event loop, spread over one or more daemons' sockets; prints
+// decisions per second and ROUTE latency percentiles. With a ledger to watch, it also samples the account's
 // spent + held against its cap all through the run.
 
 import Foundation
@@ -117,16 +117,16 @@ struct LoadScript {
         let ok = line.hasPrefix("OK")
         switch phase {
         case .open:
-            if ok { nextTurn(first: true) } else { nextSession() }
+            if ok { startTurn(0) } else { nextSession() }
             return ok ? .none : .failure(line)
         case .route:
             guard ok else {
-                nextTurn()
+                startTurn(turn + 1)
                 return .failure(line)
             }
             let f = LineClient.fields(line)
             if f["bankrupt"] != nil {
-                nextTurn()
+                startTurn(turn + 1)
                 return .bankrupt
             }
             let hold = Int64(f["hold"] ?? "0") ?? 0
@@ -134,7 +134,7 @@ struct LoadScript {
             phase = .report(turn: f["turn"] ?? "0", cost: cost, quality: Double(random.next() % 1000) / 1000)
             return .none
         case .report:
-            nextTurn()
+            startTurn(turn + 1)
             return ok ? .decision : .failure(line)
         case .close:
             nextSession()
@@ -144,8 +144,9 @@ struct LoadScript {
         }
     }
 
-    private mutating func nextTurn(first: Bool = false) {
-        if !first { turn += 1 } else { turn = 0 }
+    /// Turn `next` (0-based) of the session, or its CLOSE after the last.
+    private mutating func startTurn(_ next: Int) {
+        turn = next
         phase = turn < turns ? .route(tokens: 100 + Int(random.next() % 900)) : .close
     }
 
@@ -225,6 +226,13 @@ public enum LoadGenerator {
                 errors += 1
                 if firstErrors.count < 3 { firstErrors.append(what) }
             }
+
+            mutating func add(_ other: Tally) {
+                decisions += other.decisions
+                bankrupt += other.bankrupt
+                errors += other.errors
+                firstErrors += other.firstErrors
+            }
         }
 
         private var script: LoadScript
@@ -233,7 +241,7 @@ public enum LoadGenerator {
         private let totals: Totals
         private let done: EventLoopPromise<Void>
         private var tally = Tally()
-        private var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        private var latencies = LoadGenerator.latencyHistogram()
         private var pending: [UInt8] = []
         private var sentAt: UInt64 = 0
         /// A ROUTE waiting for its slot (with a rate), cancelled if the connection closes first.
@@ -315,6 +323,11 @@ public enum LoadGenerator {
         }
     }
 
+    /// ROUTE latencies in µs, up to a minute, to three significant digits.
+    static func latencyHistogram() -> Histogram<UInt64> {
+        Histogram(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    }
+
     /// Reads one account's cap and spent + held over and over on its own connection.
     private final class AccountWatcher: @unchecked Sendable {
         private let db: PGConnection
@@ -358,16 +371,13 @@ public enum LoadGenerator {
     /// What the connections add up, under one lock.
     private final class Totals: @unchecked Sendable {
         private let lock = NSLock()
-        private var _histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        private var _histogram = LoadGenerator.latencyHistogram()
         private var _tally = LoadConnection.Tally()
 
         func add(_ t: LoadConnection.Tally, _ latencies: Histogram<UInt64>? = nil) {
             lock.withLock {
                 if let latencies { _histogram.add(latencies) }
-                _tally.decisions += t.decisions
-                _tally.bankrupt += t.bankrupt
-                _tally.errors += t.errors
-                _tally.firstErrors += t.firstErrors
+                _tally.add(t)
             }
         }
 
