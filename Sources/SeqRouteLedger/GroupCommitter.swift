@@ -82,7 +82,7 @@ public final class GroupCommitter: @unchecked Sendable {
     /// A queued operation with its JSON members (`LedgerOperation.jsonMembers`).
     private struct Pending {
         let op: LedgerOperation
-        let json: String
+        let json: [UInt8]
         let done: Completion
     }
 
@@ -209,19 +209,19 @@ public final class GroupCommitter: @unchecked Sendable {
     }
 
     private func apply(_ ops: [Pending], on db: PGConnection) throws -> [LedgerResult] {
-        var json = "["
-        json.reserveCapacity(ops.reduce(2) { $0 + $1.json.utf8.count + 12 })
+        var json: [UInt8] = [UInt8(ascii: "[")]
+        json.reserveCapacity(ops.reduce(2) { $0 + $1.json.count + 12 })
         for (i, op) in ops.enumerated() {
-            json += i == 0 ? "{\"n\":" : ",{\"n\":"
-            json += String(i + 1)
-            json += ","
-            json += op.json
-            json += "}"
+            json.append(contentsOf: (i == 0 ? "{\"n\":" : ",{\"n\":").utf8)
+            json.append(contentsOf: String(i + 1).utf8)
+            json.append(UInt8(ascii: ","))
+            json.append(contentsOf: op.json)
+            json.append(UInt8(ascii: "}"))
         }
-        json += "]"
+        json.append(UInt8(ascii: "]"))
         // One row per operation, grouped by kind: put them back in the batch's order.
         var results = [LedgerResult?](repeating: nil, count: ops.count)
-        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [json], prepared: true) {
+        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [String(decoding: json, as: UTF8.self)], prepared: true) {
             guard let n = row.int(0), (1...ops.count).contains(n), results[n - 1] == nil else {
                 throw PGError(sqlState: nil, message: "seqroute_apply answered an unexpected row \(row.int(0).map(String.init) ?? "null")",
                               connectionLost: false)

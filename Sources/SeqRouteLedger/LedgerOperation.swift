@@ -68,7 +68,7 @@ public enum LedgerOperation: Sendable {
     /// The members of this operation's element in the JSON array that seqroute_apply() reads,
     /// without braces and without `n`, its position, which only the batch knows. Encoded where
     /// the operation is submitted, so that the committer's turn (one at a time) stays short.
-    var jsonMembers: String {
+    var jsonMembers: [UInt8] {
         var o = JSONObject()
         switch self {
         case let .open(session, account, user, budget, horizon, lambda):
@@ -78,12 +78,13 @@ public enum LedgerOperation: Sendable {
             o.add("k", "route"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("m", r.model)
             o.add("hd", r.hold); o.add("mh", r.minHold); o.add("pv", r.policyVersion); o.add("l", r.lambda)
             o.add("pool", r.poolID); o.add("task", r.task); o.add("pt", Int64(r.promptTokens))
-            o.add("f", pgArray(r.features.map { shortestFloat($0) }))
-            o.add("bs", pgArray(r.budgetState.map { "\($0)" }))
-            o.add("hs", pgArray(r.holds.map { "\($0)" }))
-            o.add("fe", pgArray(r.feasible.map { $0 ? "t" : "f" }))
+            // Features are stored as real (float4): printed at that precision, the batch stays small.
+            o.addArray("f", r.features) { Float($0).description }
+            o.addArray("bs", r.budgetState) { $0.description }
+            o.addArray("hs", r.holds) { String($0) }
+            o.addArray("fe", r.feasible) { $0 ? "t" : "f" }
             o.add("p", r.propensity)
-            o.add("sc", r.scores.map { pgArray($0.map { "\($0)" }) })
+            if let scores = r.scores { o.addArray("sc", scores) { $0.description } }
             o.add("pu", r.peerUID.map(Int64.init))
         case .report(let r):
             o.add("k", "report"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("c", r.cost)
@@ -95,7 +96,7 @@ public enum LedgerOperation: Sendable {
         case .status(let session):
             o.add("k", "status"); o.add("s", session)
         }
-        return o.text
+        return o.bytes
     }
 }
 
@@ -146,55 +147,72 @@ public enum LedgerFailure: Error, Equatable, Sendable {
     case internalError(String)
 }
 
+/// JSON members written straight into UTF-8 bytes: every ROUTE encodes a few dozen numbers,
+/// and building a String per number and joining them cost the daemon more than its policy.
 private struct JSONObject {
-    var text = ""
-    var first = true
-    mutating func key(_ k: String) {
-        if !first { text += "," }
-        first = false
-        text += "\"\(k)\":"
+    var bytes: [UInt8] = []
+
+    init() { bytes.reserveCapacity(512) }
+
+    mutating func key(_ k: StaticString) {
+        if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "\""))
+        k.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
     }
-    mutating func add(_ k: String, _ v: String?) {
+    mutating func add(_ k: StaticString, _ v: String?) {
         guard let v else { return }
         key(k)
-        text += jsonString(v)
+        appendJSONString(v, to: &bytes)
     }
-    mutating func add(_ k: String, _ v: Int64?) {
+    mutating func add(_ k: StaticString, _ v: Int64?) {
         guard let v else { return }
         key(k)
-        text += String(v)
+        bytes.append(contentsOf: String(v).utf8)
     }
-    mutating func add(_ k: String, _ v: Double?) {
+    mutating func add(_ k: StaticString, _ v: Double?) {
         guard let v, v.isFinite else { return }
         key(k)
-        text += "\(v)"
+        bytes.append(contentsOf: v.description.utf8)
+    }
+    /// A PostgreSQL array literal of plain numbers or booleans, as a JSON string.
+    mutating func addArray<T>(_ k: StaticString, _ items: [T], _ text: (T) -> String) {
+        key(k)
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: "{"))
+        for (i, item) in items.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(contentsOf: text(item).utf8)
+        }
+        bytes.append(UInt8(ascii: "}"))
+        bytes.append(UInt8(ascii: "\""))
     }
 }
 
 func jsonString(_ s: String) -> String {
-    if s.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x22 && $0 != 0x5C && $0 != 0x7F }) { return "\"" + s + "\"" }
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 || u.value == 0x7F {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
+    var bytes: [UInt8] = []
+    appendJSONString(s, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
 }
 
-/// A PostgreSQL array literal of plain numbers or booleans.
-private func pgArray(_ items: [String]) -> String { "{" + items.joined(separator: ",") + "}" }
-
-/// Features are stored as real (float4): print them at that precision to keep the batch small.
-private func shortestFloat(_ x: Double) -> String { "\(Float(x))" }
+/// Appends `s` as a JSON string literal, escaping quotes, backslashes and control characters.
+func appendJSONString(_ s: String, to bytes: inout [UInt8]) {
+    bytes.append(UInt8(ascii: "\""))
+    for b in s.utf8 {
+        switch b {
+        case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+        case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+        case UInt8(ascii: "\n"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+        case UInt8(ascii: "\r"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+        case UInt8(ascii: "\t"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+        case 0..<0x20, 0x7F:
+            let hex = Array("0123456789abcdef".utf8)
+            bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                      hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+        default:
+            bytes.append(b)  // UTF-8 above ASCII passes through: JSON text is UTF-8
+        }
+    }
+    bytes.append(UInt8(ascii: "\""))
+}

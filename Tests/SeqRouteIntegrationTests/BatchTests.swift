@@ -103,6 +103,37 @@ import Testing
         #expect(committer.counterSnapshot.operations == ops.count)
         #expect(try reconciliationRows(db).isEmpty)
     }
+
+    /// What the committer encodes reaches the ledger unchanged: text that JSON must escape,
+    /// non-ASCII text, and the numbers and arrays of a ROUTE.
+    @Test func theCommittersEncodingSurvivesTheRoundTrip() async throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
+        try committer.start()
+        defer { committer.stop() }
+
+        let user = "q\"b\\s\u{1}\n\u{7F}é→"
+        let opened = await committer.submit(.open(session: "e", account: "acct", user: user, budget: 1000, horizon: nil,
+                                                  lambda: 0.125))
+        #expect(try opened.get().status == "ok")
+        let routed = await committer.submit(.route(RouteRecord(
+            session: "e", turn: 1, model: "vendor/model \"x\"", hold: 250, minHold: 100, policyVersion: "v\\1",
+            lambda: 0.125, poolID: "pool", task: "arc-challenge", promptTokens: 12, features: [0.1, -2.5e-7, 3],
+            budgetState: [1, 0, 1000, 0, 0, 999_999.5], holds: [100, 250], feasible: [true, false], propensity: 0.75,
+            scores: [-1.5, 1e-9])))
+        #expect(try routed.get().status == "ok")
+        let session = try #require(try db.query("SELECT user_id, lambda FROM sessions WHERE id = 'e'").first)
+        #expect(session[0] == user)
+        #expect(session.double(1) == 0.125)
+        let d = try #require(try db.query("""
+            SELECT model, policy_version, task, features, budget_state, holds, feasible, propensity, scores, hold
+              FROM decisions WHERE session_id = 'e' AND turn = 1
+            """).first)
+        #expect(d.values == ["vendor/model \"x\"", "v\\1", "arc-challenge", "{0.1,-2.5e-07,3}", "{1,0,1000,0,0,999999.5}",
+                             "{100,250}", "{t,f}", "0.75", "{-1.5,1e-09}", "250"])
+    }
 }
 
 /// Completions arrive on the committer's thread; the test waits for all of them.
