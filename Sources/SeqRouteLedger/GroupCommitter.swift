@@ -221,7 +221,7 @@ public final class GroupCommitter: @unchecked Sendable {
         json.append(UInt8(ascii: "]"))
         // One row per operation, grouped by kind: put them back in the batch's order.
         var results = [LedgerResult?](repeating: nil, count: ops.count)
-        for row in try db.query("SELECT * FROM seqroute_apply($1::jsonb)", [String(decoding: json, as: UTF8.self)], prepared: true) {
+        for row in try db.query("SELECT * FROM seqroute_apply($1::json)", [String(decoding: json, as: UTF8.self)], prepared: true) {
             guard let n = row.int(0), (1...ops.count).contains(n), results[n - 1] == nil else {
                 throw PGError(sqlState: nil, message: "seqroute_apply answered an unexpected row \(row.int(0).map(String.init) ?? "null")",
                               connectionLost: false)

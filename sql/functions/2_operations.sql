@@ -17,7 +17,7 @@
 -- session's key with the partial index of open holds, whose dead entries pile up between
 -- vacuums. Plans are made once (generic), not for every batch. And no JIT: compiling these
 -- statements costs more than running them.
-CREATE OR REPLACE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_result
+CREATE OR REPLACE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
 SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan AS $$
@@ -32,7 +32,7 @@ DECLARE
 BEGIN
     SELECT array_agg(x ORDER BY x.n), array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
       INTO batch, kinds, sids, repeats
-      FROM jsonb_populate_recordset(NULL::seqroute_op, ops) x;
+      FROM json_populate_recordset(NULL::seqroute_op, ops) x;
     IF repeats THEN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -261,6 +261,12 @@ BEGIN
     END IF;
 END $$;
 
+-- The batch as jsonb, as daemons of earlier releases send it: they keep serving while a newer
+-- release migrates (docs/OPERATIONS.md, Upgrade). The daemon sends json, which is decoded
+-- without building jsonb's binary form first.
+CREATE OR REPLACE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_result
+LANGUAGE sql AS $$ SELECT * FROM seqroute_apply(ops::json) $$;
+
 -- Money rule 3: holds not reported within max_age are captured at their full amount.
 CREATE OR REPLACE FUNCTION seqroute_expire_holds(max_age interval) RETURNS integer
 LANGUAGE plpgsql
@@ -297,4 +303,4 @@ BEGIN
 END $$;
 
 -- Only the ledger's owner (the daemon) runs these.
-REVOKE ALL ON FUNCTION seqroute_apply(jsonb), seqroute_expire_holds(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION seqroute_apply(json), seqroute_apply(jsonb), seqroute_expire_holds(interval) FROM PUBLIC;
