@@ -121,14 +121,15 @@ BEGIN
                    held = se.held - CASE WHEN live.dstatus = 'held' THEN live.dhold ELSE 0 END
               FROM live
              WHERE se.id = live.s
-            RETURNING live.n, se.budget, se.spent, se.held),
+            RETURNING live.n, live.s, live.t, live.c, live.q, live.i, live.o, live.dhold, live.account_id,
+                      live.account_left, se.budget, se.spent, se.held),
         settled AS (
             UPDATE decisions d
-               SET status = 'reported', cost = live.c, quality = coalesce(live.q, d.quality), reported_quality = live.q,
-                   in_tokens = live.i, out_tokens = live.o, reported_at = now(), report_spent = moved.spent,
+               SET status = 'reported', cost = moved.c, quality = coalesce(moved.q, d.quality), reported_quality = moved.q,
+                   in_tokens = moved.i, out_tokens = moved.o, reported_at = now(), report_spent = moved.spent,
                    report_remaining = moved.budget - moved.spent - moved.held
-              FROM live JOIN moved ON moved.n = live.n
-             WHERE d.session_id = live.s AND d.turn = live.t),
+              FROM moved
+             WHERE d.session_id = moved.s AND d.turn = moved.t),
         charged AS (
             UPDATE accounts a
                SET spent = a.spent + x.spent, held = a.held - x.released, updated_at = now()
@@ -137,18 +138,24 @@ BEGIN
                       FROM live GROUP BY live.account_id) x
              WHERE a.id = x.account_id
             RETURNING a.id, a.cap - a.spent - a.held AS account_left)
+        -- Answers without joining the batch's rows to each other (each join of two CTEs is a
+        -- nested loop, quadratic in the batch): the settled reports from what their update
+        -- returned, every other report from its lookup.
+        SELECT moved.n, 'ok', moved.t, moved.budget, moved.spent, moved.held, moved.dhold, NULL::integer,
+               NULL::double precision, NULL::text, NULL::boolean, moved.spent, moved.budget - moved.spent - moved.held,
+               coalesce(charged.account_left, moved.account_left)
+          FROM moved LEFT JOIN charged ON charged.id = moved.account_id
+        UNION ALL
         SELECT o.n,
                CASE WHEN NOT o.known THEN 'unknown_session'
                     WHEN o.dstatus IS NULL OR o.dstatus = 'bankrupt' THEN 'unknown_turn'
                     WHEN o.dstatus = 'expired' THEN 'expired'
-                    WHEN moved.n IS NOT NULL THEN 'ok'
                     WHEN o.dcost = o.c AND o.dquality IS NOT DISTINCT FROM o.q THEN 'ok'
                     ELSE 'conflict' END,
-               o.t, moved.budget, coalesce(moved.spent, o.spent), coalesce(moved.held, o.held), o.dhold,
-               NULL::integer, NULL::double precision, NULL::text, NULL::boolean,
-               coalesce(moved.spent, o.report_spent), coalesce(moved.budget - moved.spent - moved.held, o.report_remaining),
-               coalesce(charged.account_left, o.account_left)
-          FROM o LEFT JOIN moved ON moved.n = o.n LEFT JOIN charged ON charged.id = o.account_id;
+               o.t, NULL::bigint, o.spent, o.held, o.dhold, NULL::integer, NULL::double precision, NULL::text,
+               NULL::boolean, o.report_spent, o.report_remaining, coalesce(charged.account_left, o.account_left)
+          FROM o LEFT JOIN charged ON charged.id = o.account_id
+         WHERE o.dstatus IS NULL OR o.dstatus NOT IN ('held', 'released');
     END IF;
 
     -- CLOSE releases the session's open holds; closing twice answers the same.
@@ -245,7 +252,8 @@ BEGIN
                    state = CASE WHEN v.verdict = 'bankrupt' THEN 'bankrupt' ELSE se.state END
               FROM v
              WHERE se.id = v.s AND v.verdict IN ('ok', 'bankrupt')
-            RETURNING se.id, se.held, se.state
+            RETURNING v.n, v.verdict, v.t, v.budget, v.spent, se.held, v.hd, v.horizon, v.session_lambda, se.state,
+                      v.closed, v.account_id, v.cap - v.account_used AS account_left
         ), charged AS (
             UPDATE accounts a
                SET held = a.held + x.held, updated_at = now()
@@ -253,11 +261,18 @@ BEGIN
              WHERE a.id = x.account_id
             RETURNING a.id, a.cap - a.spent - a.held AS account_left
         )
-        SELECT v.n, v.verdict, CASE WHEN v.verdict IN ('ok', 'bankrupt') THEN v.t ELSE v.turns END, v.budget,
-               v.spent, coalesce(moved.held, v.held), CASE WHEN v.verdict = 'ok' THEN v.hd END, v.horizon,
-               v.session_lambda, coalesce(moved.state, v.state), CASE WHEN v.known THEN v.closed END, NULL::bigint,
-               NULL::bigint, coalesce(charged.account_left, v.cap - v.account_used)
-          FROM v LEFT JOIN moved ON moved.id = v.s LEFT JOIN charged ON charged.id = v.account_id;
+        -- As for REPORT: the admitted and bankrupt turns from what their update returned, the
+        -- refused ones from their lookup, so that no two of the batch's CTEs are joined.
+        SELECT moved.n, moved.verdict, moved.t, moved.budget, moved.spent, moved.held,
+               CASE WHEN moved.verdict = 'ok' THEN moved.hd END, moved.horizon, moved.session_lambda, moved.state,
+               moved.closed, NULL::bigint, NULL::bigint, coalesce(charged.account_left, moved.account_left)
+          FROM moved LEFT JOIN charged ON charged.id = moved.account_id
+        UNION ALL
+        SELECT v.n, v.verdict, v.turns, v.budget, v.spent, v.held, NULL::bigint, v.horizon, v.session_lambda, v.state,
+               CASE WHEN v.known THEN v.closed END, NULL::bigint, NULL::bigint,
+               coalesce(charged.account_left, v.cap - v.account_used)
+          FROM v LEFT JOIN charged ON charged.id = v.account_id
+         WHERE v.verdict NOT IN ('ok', 'bankrupt');
     END IF;
 END $$;
 
