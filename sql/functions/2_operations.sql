@@ -138,9 +138,10 @@ BEGIN
                       FROM live GROUP BY live.account_id) x
              WHERE a.id = x.account_id
             RETURNING a.id, a.cap - a.spent - a.held AS account_left)
-        -- Answers without joining the batch's rows to each other (each join of two CTEs is a
-        -- nested loop, quadratic in the batch): the settled reports from what their update
-        -- returned, every other report from its lookup.
+        -- Answers without joining the batch's operations to each other (with hash joins off,
+        -- a join of two CTEs is a nested loop, quadratic in the batch): the settled reports
+        -- from what their update returned, every other report from its lookup. Only the
+        -- per-account update's rows are joined, one per account in the batch.
         SELECT moved.n, 'ok', moved.t, moved.budget, moved.spent, moved.held, moved.dhold, NULL::integer,
                NULL::double precision, NULL::text, NULL::boolean, moved.spent, moved.budget - moved.spent - moved.held,
                coalesce(charged.account_left, moved.account_left)
@@ -262,7 +263,7 @@ BEGIN
             RETURNING a.id, a.cap - a.spent - a.held AS account_left
         )
         -- As for REPORT: the admitted and bankrupt turns from what their update returned, the
-        -- refused ones from their lookup, so that no two of the batch's CTEs are joined.
+        -- refused ones from their lookup; only the per-account update's rows are joined.
         SELECT moved.n, moved.verdict, moved.t, moved.budget, moved.spent, moved.held,
                CASE WHEN moved.verdict = 'ok' THEN moved.hd END, moved.horizon, moved.session_lambda, moved.state,
                moved.closed, NULL::bigint, NULL::bigint, coalesce(charged.account_left, moved.account_left)
