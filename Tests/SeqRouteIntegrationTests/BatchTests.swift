@@ -64,14 +64,20 @@ import Testing
         #expect(try db.query("SELECT * FROM shape", prepared: true).first?.values == ["1", "2"])
     }
 
-    /// Many operations of one session queued at once through a real committer: each is applied
-    /// after the one before it, and every answer is the one a serial order gives.
-    @Test func oneSessionsQueuedOperationsAreAppliedInOrder() async throws {
+    /// A fresh ledger with account `acct`, and a committer started on it; the caller stops it.
+    private func startedCommitter() throws -> (PGConnection, GroupCommitter) {
         let dsn = try TestCluster.freshDatabase()
         let db = try PGConnection(dsn: dsn)
         try db.setAccount("acct", cap: 1_000_000)
         let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
         try committer.start()
+        return (db, committer)
+    }
+
+    /// Many operations of one session queued at once through a real committer: each is applied
+    /// after the one before it, and every answer is the one a serial order gives.
+    @Test func oneSessionsQueuedOperationsAreAppliedInOrder() async throws {
+        let (db, committer) = try startedCommitter()
         defer { committer.stop() }
 
         func route(_ session: String, _ turn: Int) -> LedgerOperation {
@@ -110,11 +116,7 @@ import Testing
     /// What the committer encodes reaches the ledger unchanged: text that JSON must escape,
     /// non-ASCII text, and the numbers and arrays of a ROUTE.
     @Test func theCommittersEncodingSurvivesTheRoundTrip() async throws {
-        let dsn = try TestCluster.freshDatabase()
-        let db = try PGConnection(dsn: dsn)
-        try db.setAccount("acct", cap: 1_000_000)
-        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
-        try committer.start()
+        let (db, committer) = try startedCommitter()
         defer { committer.stop() }
 
         let user = "q\"b\\s\u{1}\n\u{7F}é→"
