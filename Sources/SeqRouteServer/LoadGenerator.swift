@@ -23,10 +23,13 @@ public struct LoadOptions: Sendable {
     public var seed: UInt64
     /// A libpq connection string: sample `account`'s spent + held against its cap meanwhile.
     public var watchDSN: String?
+    /// A connection whose request goes unanswered this long counts an error and is closed.
+    public var answerTimeoutSeconds: Int
 
     public init(socketPaths: [String], connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
-                rate: Double, seed: UInt64, watchDSN: String? = nil) {
+                rate: Double, seed: UInt64, watchDSN: String? = nil, answerTimeoutSeconds: Int = 30) {
         self.socketPaths = socketPaths
+        self.answerTimeoutSeconds = answerTimeoutSeconds
         self.watchDSN = watchDSN
         self.connections = connections
         self.sessions = sessions
@@ -191,8 +194,9 @@ public enum LoadGenerator {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            LoadConnection(script: script, interval: interval, firstRoute: firstRoute, totals: totals,
-                                           done: done))
+                            LoadConnection(script: script, interval: interval, firstRoute: firstRoute,
+                                           answerTimeout: UInt64(o.answerTimeoutSeconds) * 1_000_000_000,
+                                           totals: totals, done: done))
                     }
                 }
                 .connect(unixDomainSocketPath: path)
@@ -244,27 +248,49 @@ public enum LoadGenerator {
         private var latencies = LoadGenerator.latencyHistogram()
         private var pending: [UInt8] = []
         private var sentAt: UInt64 = 0
+        /// A request is written and its answer not yet read.
+        private var awaiting = false
+        private let answerTimeout: UInt64
+        /// Checks a few times per timeout that the awaited answer is not overdue: one timer per
+        /// connection, not one per request, which would cost the machine under load.
+        private var watchdog: RepeatedTask?
         /// A ROUTE waiting for its slot (with a rate), cancelled if the connection closes first.
         private var paced: Scheduled<Void>?
         /// The connection already failed (a read or write error): its close is not another error.
         private var broken = false
 
-        init(script: LoadScript, interval: UInt64, firstRoute: UInt64, totals: Totals, done: EventLoopPromise<Void>) {
+        init(script: LoadScript, interval: UInt64, firstRoute: UInt64, answerTimeout: UInt64, totals: Totals,
+             done: EventLoopPromise<Void>) {
             self.script = script
             self.interval = interval
+            self.answerTimeout = answerTimeout
             self.nextRoute = firstRoute
             self.totals = totals
             self.done = done
         }
 
         func channelActive(context: ChannelHandlerContext) {
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let every = TimeAmount.nanoseconds(Int64(max(answerTimeout / 4, 1_000_000)))
+            watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in
+                let (handler, context) = loopBound.value
+                handler.checkOverdue(context: context)
+            }
             sendNext(context: context)
+        }
+
+        private func checkOverdue(context: ChannelHandlerContext) {
+            guard awaiting, !broken, DispatchTime.now().uptimeNanoseconds - sentAt > answerTimeout else { return }
+            tally.fail("no answer within \(answerTimeout / 1_000_000_000) s")
+            broken = true
+            context.close(promise: nil)
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             var bytes = unwrapInboundIn(data)
             pending += bytes.readBytes(length: bytes.readableBytes) ?? []
             while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                awaiting = false
                 let line = String(decoding: pending[..<nl], as: UTF8.self)
                 pending.removeSubrange(...nl)
                 if case .route = script.phase {
@@ -283,6 +309,7 @@ public enum LoadGenerator {
 
         func channelInactive(context: ChannelHandlerContext) {
             paced?.cancel()
+            watchdog?.cancel()
             if script.phase != .done && !broken { tally.fail("the server closed the connection") }
             totals.add(tally, latencies)
             done.succeed()
@@ -316,6 +343,7 @@ public enum LoadGenerator {
 
         private func write(_ line: String, context: ChannelHandlerContext) {
             sentAt = DispatchTime.now().uptimeNanoseconds
+            awaiting = true
             var buffer = context.channel.allocator.buffer(capacity: line.utf8.count + 1)
             buffer.writeString(line)
             buffer.writeInteger(UInt8(ascii: "\n"))

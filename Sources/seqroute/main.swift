@@ -299,18 +299,20 @@ struct LoadGen: ParsableCommand {
     @Option(help: "Seed.") var seed: UInt64 = 1
     @Option(help: "A libpq connection string of the ledger: sample --account's spent + held against its cap all through the run.")
     var watchDsn: String?
+    @Option(help: "Seconds a request may go unanswered before its connection counts an error and is closed.")
+    var timeout: Int = 30
 
     func validate() throws {
         if watchDsn != nil && account == nil { throw ValidationError("--watch-dsn needs --account") }
-        guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0 else {
-            throw ValidationError("connections, sessions, turns and budget must be positive; rate non-negative")
+        guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0, timeout > 0 else {
+            throw ValidationError("connections, sessions, turns, budget and timeout must be positive; rate non-negative")
         }
     }
 
     func run() throws {
         let report = try LoadGenerator.run(LoadOptions(socketPaths: socket, connections: connections, sessions: sessions,
                                                        turns: turns, budget: budget, account: account, rate: rate,
-                                                       seed: seed, watchDSN: watchDsn))
+                                                       seed: seed, watchDSN: watchDsn, answerTimeoutSeconds: timeout))
         print(report.summary)
         for e in report.firstErrors.prefix(5) { print("error: \(e)") }
         if report.errors > 0 || (report.watch?.overCap ?? 0) > 0 { throw ExitCode(1) }

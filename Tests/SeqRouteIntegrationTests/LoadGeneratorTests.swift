@@ -70,6 +70,43 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
+    /// A server that takes connections but never answers: each connection counts one error
+    /// once its request has waited out the timeout, and the run ends instead of hanging.
+    @Test func unansweredRequestsTimeOut() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("silent-\(getpid()).sock").path
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd); unlink(path) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8))
+            raw[path.utf8.count] = 0
+        }
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        // Listening without ever accepting: the kernel completes the connections and keeps
+        // what the clients write, and nothing comes back.
+        #expect(bound == 0 && listen(fd, 16) == 0)
+        // On a thread, so that a load generator that hangs fails the test instead of the suite.
+        let finished = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: Result<LoadReport, Error>?
+        Thread {
+            result = Result {
+                try LoadGenerator.run(LoadOptions(socketPaths: [path], connections: 4, sessions: 8, turns: 2,
+                                                  budget: 100_000, account: nil, rate: 0, seed: 7, answerTimeoutSeconds: 1))
+            }
+            finished.signal()
+        }.start()
+        try #require(finished.wait(timeout: .now() + 20) == .success, "the load generator still waits after 20 s")
+        let report = try #require(result).get()
+        #expect(report.decisions == 0)
+        #expect(report.errors == 4, "\(report.firstErrors)")
+        #expect(report.firstErrors.allSatisfy { $0 == "no answer within 1 s" }, "\(report.firstErrors)")
+        #expect(report.seconds >= 1 && report.seconds < 10, "\(report.seconds) s")
+    }
+
     /// A load generator run of 4 connections against `daemon`.
     private func load(_ daemon: DaemonProcess, sessions: Int, turns: Int, rate: Double = 0) throws -> LoadReport {
         try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: sessions,
