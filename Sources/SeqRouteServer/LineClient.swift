@@ -89,6 +89,23 @@ public final class LineClient {
         return answer
     }
 
+    /// The value of `key` in an answer `OK k=v ...` (left encoded), found by scanning its bytes
+    /// once: the daemon's metrics and the load generator look up a word or two of every answer,
+    /// and splitting each into a dictionary cost them more than the rest of their work on it.
+    public static func field(_ key: String, in answer: String) -> Substring? {
+        let text = answer.utf8, pattern = " \(key)=".utf8
+        var i = text.startIndex
+        while let start = text[i...].firstIndex(of: UInt8(ascii: " ")) {
+            if text[start...].starts(with: pattern) {
+                let from = text.index(start, offsetBy: pattern.count)
+                let to = text[from...].firstIndex(of: UInt8(ascii: " ")) ?? text.endIndex
+                return Substring(text[from..<to])
+            }
+            i = text.index(after: start)
+        }
+        return nil
+    }
+
     /// Parses `OK k=v ...` into a dictionary (values left encoded).
     public static func fields(_ answer: String) -> [String: String] {
         var out: [String: String] = [:]

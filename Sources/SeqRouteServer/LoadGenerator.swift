@@ -127,14 +127,14 @@ struct LoadScript {
                 startTurn(turn + 1)
                 return .failure(line)
             }
-            let f = LineClient.fields(line)
-            if f["bankrupt"] != nil {
+            if LineClient.field("bankrupt", in: line) != nil {
                 startTurn(turn + 1)
                 return .bankrupt
             }
-            let hold = Int64(f["hold"] ?? "0") ?? 0
+            let hold = LineClient.field("hold", in: line).flatMap { Int64($0) } ?? 0
             let cost = hold * Int64(30 + random.next() % 70) / 100
-            phase = .report(turn: f["turn"] ?? "0", cost: cost, quality: Double(random.next() % 1000) / 1000)
+            phase = .report(turn: LineClient.field("turn", in: line).map(String.init) ?? "0", cost: cost,
+                            quality: Double(random.next() % 1000) / 1000)
             return .none
         case .report:
             startTurn(turn + 1)

@@ -59,26 +59,10 @@ public final class DaemonMetrics: @unchecked Sendable {
         guard route else { return }
         routeLatency.recordNanoseconds(Int64(nanoseconds))
         if reply.hasPrefix("OK ") {
-            let model = Self.value(of: " bankrupt=", in: reply) != nil ? "(bankrupt)"
-                : Self.value(of: " model=", in: reply).map(String.init) ?? "?"
+            let model = LineClient.field("bankrupt", in: reply) != nil ? "(bankrupt)"
+                : LineClient.field("model", in: reply).map(String.init) ?? "?"
             decisions(model).increment()
         }
-    }
-
-    /// The word after `key` (" name=") in a reply, found by scanning its bytes once rather
-    /// than splitting it into words on every ROUTE.
-    static func value(of key: String, in reply: String) -> Substring? {
-        let text = reply.utf8, pattern = key.utf8
-        var i = text.startIndex
-        while let start = text[i...].firstIndex(of: pattern.first!) {
-            if text[start...].starts(with: pattern) {
-                let from = text.index(start, offsetBy: pattern.count)
-                let to = text[from...].firstIndex(of: UInt8(ascii: " ")) ?? text.endIndex
-                return Substring(text[from..<to])
-            }
-            i = text.index(after: start)
-        }
-        return nil
     }
 
     /// The decision counter of one model, made once: making a counter looks it up in the

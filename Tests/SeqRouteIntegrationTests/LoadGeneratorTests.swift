@@ -28,6 +28,18 @@ import Testing
         #expect(s.phase == .done)
     }
 
+    /// One word of an answer, found without splitting it: whole keys only, values as sent.
+    @Test func aFieldIsFoundByItsWholeKey() {
+        let answer = "OK turn=3 model=vendor%2Fm hold=1250 remaining=40 policy=p"
+        #expect(LineClient.field("model", in: answer) == "vendor%2Fm")
+        #expect(LineClient.field("hold", in: answer) == "1250")
+        #expect(LineClient.field("policy", in: answer) == "p")
+        #expect(LineClient.field("mode", in: answer) == nil)
+        #expect(LineClient.field("n", in: "OK turn=3") == nil)
+        #expect(LineClient.field("turn", in: "OK return=3 turn=") == "")
+        #expect(LineClient.field("OK", in: answer) == nil)
+    }
+
     /// Against a real daemon: every turn of every session is a decision, each session is
     /// closed, and the ledger holds exactly what the load generator reports.
     @Test func runsWholeSessionsAgainstADaemon() throws {
