@@ -25,9 +25,12 @@ public struct LoadOptions: Sendable {
     public var watchDSN: String?
     /// A connection whose request goes unanswered this long counts an error and is closed.
     public var answerTimeoutSeconds: Int
+    public static let maxAnswerTimeoutSeconds = 86_400
 
     public init(socketPaths: [String], connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
                 rate: Double, seed: UInt64, watchDSN: String? = nil, answerTimeoutSeconds: Int = 30) {
+        precondition((1...LoadOptions.maxAnswerTimeoutSeconds).contains(answerTimeoutSeconds),
+                     "the answer timeout is 1 s to a day")
         self.socketPaths = socketPaths
         self.answerTimeoutSeconds = answerTimeoutSeconds
         self.watchDSN = watchDSN
@@ -256,7 +259,8 @@ public enum LoadGenerator {
         private var watchdog: RepeatedTask?
         /// A ROUTE waiting for its slot (with a rate), cancelled if the connection closes first.
         private var paced: Scheduled<Void>?
-        /// The connection already failed (a read or write error): its close is not another error.
+        /// The connection already failed (a read or write error, or an answer overdue): its
+        /// close is not another error.
         private var broken = false
 
         init(script: LoadScript, interval: UInt64, firstRoute: UInt64, answerTimeout: UInt64, totals: Totals,
@@ -280,7 +284,8 @@ public enum LoadGenerator {
         }
 
         private func checkOverdue(context: ChannelHandlerContext) {
-            guard awaiting, !broken, DispatchTime.now().uptimeNanoseconds - sentAt > answerTimeout else { return }
+            // A check already due when the connection closed may still run once.
+            guard context.channel.isActive, awaiting, !broken, DispatchTime.now().uptimeNanoseconds - sentAt > answerTimeout else { return }
             tally.fail("no answer within \(answerTimeout / 1_000_000_000) s")
             broken = true
             context.close(promise: nil)

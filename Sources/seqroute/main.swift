@@ -304,8 +304,11 @@ struct LoadGen: ParsableCommand {
 
     func validate() throws {
         if watchDsn != nil && account == nil { throw ValidationError("--watch-dsn needs --account") }
-        guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0, timeout > 0 else {
-            throw ValidationError("connections, sessions, turns, budget and timeout must be positive; rate non-negative")
+        guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0 else {
+            throw ValidationError("connections, sessions, turns and budget must be positive; rate non-negative")
+        }
+        guard (1...LoadOptions.maxAnswerTimeoutSeconds).contains(timeout) else {
+            throw ValidationError("--timeout must be 1 to \(LoadOptions.maxAnswerTimeoutSeconds) seconds")
         }
     }
 

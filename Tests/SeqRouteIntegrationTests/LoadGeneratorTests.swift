@@ -31,7 +31,9 @@ import Testing
     /// One word of an answer, found without splitting it: whole keys only, values as sent.
     @Test func aFieldIsFoundByItsWholeKey() {
         let answer = "OK turn=3 model=vendor%2Fm hold=1250 remaining=40 policy=p"
+        #expect(LineClient.field("turn", in: answer) == "3")
         #expect(LineClient.field("model", in: answer) == "vendor%2Fm")
+        #expect(LineClient.field("del", in: "OK model=x") == nil)
         #expect(LineClient.field("hold", in: answer) == "1250")
         #expect(LineClient.field("policy", in: answer) == "p")
         #expect(LineClient.field("mode", in: answer) == nil)
@@ -69,6 +71,18 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
+    /// A ROUTE waiting for its slot is not waiting for an answer: with slots 1.6 s apart and a
+    /// timeout of 1 s, nothing times out.
+    @Test func aPacedRouteIsNotAnOverdueAnswer() throws {
+        let daemon = try DaemonProcess(dsn: TestCluster.freshDatabase())
+        try daemon.start()
+        let report = try load(daemon, sessions: 4, turns: 2, rate: 2.5, timeout: 1)
+        #expect(report.errors == 0, "\(report.firstErrors)")
+        #expect(report.decisions == 8)
+        #expect(report.seconds >= 1.6, "\(report.seconds) s")
+        #expect(daemon.terminate() == 0)
+    }
+
     /// Connections the daemon refuses are counted as errors; the others run to the end.
     @Test func refusedConnectionsAreErrorsAndTheRestFinish() throws {
         let daemon = try DaemonProcess(dsn: TestCluster.freshDatabase(), config: testConfig(maxConnections: 2))
@@ -85,10 +99,9 @@ import Testing
     /// A server that takes connections but never answers: each connection counts one error
     /// once its request has waited out the timeout, and the run ends instead of hanging.
     @Test func unansweredRequestsTimeOut() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("silent-\(getpid()).sock").path
-        unlink(path)
+        let path = try makeTempDirectory("silent") + "/s.sock"
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd); unlink(path) }
+        defer { close(fd) }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -100,7 +113,8 @@ import Testing
         }
         // Listening without ever accepting: the kernel completes the connections and keeps
         // what the clients write, and nothing comes back.
-        #expect(bound == 0 && listen(fd, 16) == 0)
+        try #require(bound == 0)
+        try #require(listen(fd, 16) == 0)
         // On a thread, so that a load generator that hangs fails the test instead of the suite.
         let finished = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var result: Result<LoadReport, Error>?
@@ -120,8 +134,10 @@ import Testing
     }
 
     /// A load generator run of 4 connections against `daemon`.
-    private func load(_ daemon: DaemonProcess, sessions: Int, turns: Int, rate: Double = 0) throws -> LoadReport {
+    private func load(_ daemon: DaemonProcess, sessions: Int, turns: Int, rate: Double = 0,
+                      timeout: Int = 30) throws -> LoadReport {
         try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 4, sessions: sessions,
-                                          turns: turns, budget: 100_000_000, account: nil, rate: rate, seed: 7))
+                                          turns: turns, budget: 100_000_000, account: nil, rate: rate, seed: 7,
+                                          answerTimeoutSeconds: timeout))
     }
 }
