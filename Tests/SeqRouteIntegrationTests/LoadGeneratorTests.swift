@@ -100,20 +100,10 @@ import Testing
     /// once its request has waited out the timeout, and the run ends instead of hanging.
     @Test func unansweredRequestsTimeOut() throws {
         let path = try makeTempDirectory("silent") + "/s.sock"
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = try boundUnixSocket(Int32(SOCK_STREAM.rawValue), at: path)
         defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: Array(path.utf8))
-            raw[path.utf8.count] = 0
-        }
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
         // Listening without ever accepting: the kernel completes the connections and keeps
         // what the clients write, and nothing comes back.
-        try #require(bound == 0)
         try #require(listen(fd, 16) == 0)
         // On a thread, so that a load generator that hangs fails the test instead of the suite.
         let finished = DispatchSemaphore(value: 0)

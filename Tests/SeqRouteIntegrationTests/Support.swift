@@ -93,6 +93,30 @@ quality = 0.5
 """
 
 /// `testConfig` with a limit on open connections.
+/// A Unix socket of `type` (SOCK_STREAM or SOCK_DGRAM) bound to `path`; the caller closes it.
+func boundUnixSocket(_ type: Int32, at path: String) throws -> Int32 {
+    let fd = socket(AF_UNIX, type, 0)
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard fd >= 0, bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+        if fd >= 0 { close(fd) }
+        throw ServerError("cannot make a Unix socket at \(path)")
+    }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+        raw.copyBytes(from: bytes)
+        raw[bytes.count] = 0
+    }
+    let bound = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard bound == 0 else {
+        close(fd)
+        throw ServerError("cannot bind \(path): errno \(errno)")
+    }
+    return fd
+}
+
 func testConfig(maxConnections: Int) -> String {
     testConfig.replacingOccurrences(of: "max_line_bytes = 4096", with: "max_line_bytes = 4096\nmax_connections = \(maxConnections)")
 }
