@@ -31,19 +31,29 @@ public struct HashingFeaturizer: Sendable, Equatable {
     /// ln(1+words)/10.
     public func features(of text: String) -> [Double] {
         var v = [Double](repeating: 0, count: dimension)
-        let words = HashingFeaturizer.words(of: text)
-        let hashed = dimension - HashingFeaturizer.lengthSlots
-        func add(_ bytes: some Sequence<UInt8>, kind: UInt8) {
-            let h = fnv1a(bytes, kind: kind)
-            let slot = HashingFeaturizer.lengthSlots + Int(h % UInt64(hashed))
-            v[slot] += (h >> 63) == 0 ? 1 : -1
+        let (bytes, starts) = HashingFeaturizer.words(of: text)
+        let hashed = UInt64(dimension - HashingFeaturizer.lengthSlots)
+        func add(_ h: UInt64) {
+            v[HashingFeaturizer.lengthSlots + Int(h % hashed)] += (h >> 63) == 0 ? 1 : -1
         }
-        for (i, w) in words.enumerated() {
-            add(w, kind: 1)
-            if i > 0 { add(words[i - 1] + [0x20] + w, kind: 2) }
-            let padded = [UInt8(0x20)] + w + [0x20]
-            if padded.count >= 3 {
-                for j in 0...(padded.count - 3) { add(padded[j..<(j + 3)], kind: 3) }
+        // Words are runs of `bytes` between `starts`; the n-grams are hashed where they lie,
+        // without building them (the hash reads bytes in order, so this is the same hash).
+        bytes.withUnsafeBufferPointer { b in
+            for i in 0..<(starts.count - 1) {
+                let w = b[starts[i]..<starts[i + 1]]
+                add(finish(mix(start(kind: 1), w)))
+                if i > 0 {
+                    let previous = b[starts[i - 1]..<starts[i]]
+                    add(finish(mix(mix(mix(start(kind: 2), previous), CollectionOfOne(0x20)), w)))
+                }
+                // Character trigrams of the word padded with a space at each end.
+                let n = w.count + 2
+                if n >= 3 {
+                    func padded(_ j: Int) -> UInt8 { j == 0 || j == n - 1 ? 0x20 : w[w.startIndex + j - 1] }
+                    for j in 0...(n - 3) {
+                        add(finish(mix(start(kind: 3), [padded(j), padded(j + 1), padded(j + 2)])))
+                    }
+                }
             }
         }
         var norm = 0.0
@@ -53,7 +63,7 @@ public struct HashingFeaturizer: Sendable, Equatable {
             for i in HashingFeaturizer.lengthSlots..<dimension { v[i] *= inv }
         }
         v[0] = log1p(Double(text.unicodeScalars.count)) / 10
-        v[1] = log1p(Double(words.count)) / 10
+        v[1] = log1p(Double(starts.count - 1)) / 10
         return v
     }
 
@@ -62,26 +72,54 @@ public struct HashingFeaturizer: Sendable, Equatable {
         max(1, (text.utf8.count + 3) / 4)
     }
 
-    static func words(of text: String) -> [[UInt8]] {
-        var out: [[UInt8]] = []
-        var cur: [UInt8] = []
-        for scalar in text.lowercased().unicodeScalars {
-            if scalar.properties.isAlphabetic || (scalar.value >= 48 && scalar.value <= 57) {
-                cur.append(contentsOf: Array(String(scalar).utf8))
-            } else if !cur.isEmpty {
-                out.append(cur)
-                cur.removeAll(keepingCapacity: true)
+    /// The lower-cased alphanumeric words of `text`, as their UTF-8 bytes one after another and
+    /// the offset where each starts (with the end as a last offset). ASCII text, the usual
+    /// case, is read byte by byte; other text goes through Unicode lower-casing and letter
+    /// properties, which for ASCII agree with the byte rules.
+    static func words(of text: String) -> (bytes: [UInt8], starts: [Int]) {
+        var bytes: [UInt8] = [], starts: [Int] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var inWord = false
+        if text.utf8.allSatisfy({ $0 < 0x80 }) {
+            for var c in text.utf8 {
+                if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
+                if (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) {
+                    if !inWord { starts.append(bytes.count) }
+                    inWord = true
+                    bytes.append(c)
+                } else {
+                    inWord = false
+                }
+            }
+        } else {
+            for scalar in text.lowercased().unicodeScalars {
+                if scalar.properties.isAlphabetic || (scalar.value >= 48 && scalar.value <= 57) {
+                    if !inWord { starts.append(bytes.count) }
+                    inWord = true
+                    UTF8.encode(scalar) { bytes.append($0) }
+                } else {
+                    inWord = false
+                }
             }
         }
-        if !cur.isEmpty { out.append(cur) }
-        return out
+        starts.append(bytes.count)
+        return (bytes, starts)
     }
 
-    private func fnv1a(_ bytes: some Sequence<UInt8>, kind: UInt8) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ seed
-        h = (h ^ UInt64(kind)) &* 0x0000_0100_0000_01B3
+    // FNV-1a 64, seeded, over a kind byte and then the n-gram's bytes, with a final avalanche
+    // so that the slot and the sign bit are well mixed.
+    private func start(kind: UInt8) -> UInt64 {
+        ((0xcbf2_9ce4_8422_2325 ^ seed) ^ UInt64(kind)) &* 0x0000_0100_0000_01B3
+    }
+
+    private func mix(_ h: UInt64, _ bytes: some Sequence<UInt8>) -> UInt64 {
+        var h = h
         for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        // Final avalanche so that the slot and the sign bit are well mixed.
+        return h
+    }
+
+    private func finish(_ h: UInt64) -> UInt64 {
+        var h = h
         h ^= h >> 33
         h = h &* 0xff51_afd7_ed55_8ccd
         h ^= h >> 33

@@ -26,9 +26,12 @@ public struct LoadOptions: Sendable {
     /// A connection whose request goes unanswered this long counts an error and is closed.
     public var answerTimeoutSeconds: Int
     public static let maxAnswerTimeoutSeconds = 86_400
+    /// Bytes of prompt text on every ROUTE (`text=`); 0 sends `tokens=` instead.
+    public var textBytes: Int
 
     public init(socketPaths: [String], connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
-                rate: Double, seed: UInt64, watchDSN: String? = nil, answerTimeoutSeconds: Int = 30) {
+                rate: Double, seed: UInt64, watchDSN: String? = nil, answerTimeoutSeconds: Int = 30, textBytes: Int = 0) {
+        self.textBytes = textBytes
         precondition((1...LoadOptions.maxAnswerTimeoutSeconds).contains(answerTimeoutSeconds),
                      "the answer timeout is 1 s to a day")
         self.socketPaths = socketPaths
@@ -86,19 +89,40 @@ struct LoadScript {
     let turns: Int
     let budget: Int64
     let account: String?
+    /// The prompt every ROUTE carries as `text=` (percent-encoded), or nil to send `tokens=`.
+    let text: String?
     private(set) var phase: Phase
     private var session = 0
     private var turn = 0
     private var random: SplitMix64
 
-    init(prefix: String, sessions: Int, turns: Int, budget: Int64, account: String?, seed: UInt64) {
+    /// `textBytes` > 0: each ROUTE carries a prompt of at least that many bytes of words, so
+    /// that the daemon's featurizer and the ledger's features do the work real prompts cause.
+    init(prefix: String, sessions: Int, turns: Int, budget: Int64, account: String?, seed: UInt64, textBytes: Int = 0) {
         self.prefix = prefix
         self.sessions = sessions
         self.turns = turns
         self.budget = budget
         self.account = account
         random = SplitMix64(seed: seed)
+        text = textBytes > 0 ? Self.prompt(bytes: textBytes, random: &random) : nil
         phase = sessions > 0 ? .open : .done
+    }
+
+    private static let words = ["which", "gas", "do", "plants", "absorb", "from", "the", "air", "explain", "why",
+                                "summarise", "this", "contract", "in", "three", "points", "translate", "into",
+                                "french", "a", "short", "poem", "about", "rain", "write", "function", "that",
+                                "sorts", "list", "of", "numbers", "and", "returns", "median", "value"]
+
+    private static func prompt(bytes: Int, random: inout SplitMix64) -> String {
+        var picked: [String] = []
+        var length = 0
+        while length < bytes {
+            let word = words[Int(random.next() % UInt64(words.count))]
+            picked.append(word)
+            length += word.utf8.count + (picked.count > 1 ? 1 : 0)
+        }
+        return picked.joined(separator: "%20")
     }
 
     private var id: String { "\(prefix)-\(session)" }
@@ -110,7 +134,9 @@ struct LoadScript {
             var line = "OPEN \(id) budget=\(budget) horizon=\(turns)"
             if let account { line += " account=\(account)" }
             return line
-        case .route(let tokens): return "ROUTE \(id) tokens=\(tokens) task=qa"
+        case .route(let tokens):
+            if let text { return "ROUTE \(id) task=qa text=\(text)" }
+            return "ROUTE \(id) tokens=\(tokens) task=qa"
         case let .report(turn, cost, quality): return "REPORT \(id) \(turn) cost=\(cost) quality=\(quality)"
         case .close: return "CLOSE \(id)"
         case .done: return nil
@@ -186,7 +212,7 @@ public enum LoadGenerator {
             let mySessions = o.sessions / o.connections + (c < o.sessions % o.connections ? 1 : 0)
             if mySessions == 0 { continue }
             let script = LoadScript(prefix: "lg-\(runID)-\(c)", sessions: mySessions, turns: o.turns, budget: o.budget,
-                                    account: o.account, seed: o.seed &+ UInt64(c) &* 0x9E37)
+                                    account: o.account, seed: o.seed &+ UInt64(c) &* 0x9E37, textBytes: o.textBytes)
             // Connections start their schedules spread over one interval, so that the offered
             // load is even rather than every connection firing at the same instant.
             let firstRoute = started + interval * UInt64(c) / UInt64(o.connections)

@@ -301,12 +301,15 @@ struct LoadGen: ParsableCommand {
     var watchDsn: String?
     @Option(help: "Seconds a request may go unanswered before its connection counts an error and is closed.")
     var timeout: Int = 30
+    @Option(help: "Bytes of prompt text on every ROUTE (text=), so that the featurizer works; 0 sends tokens= instead.")
+    var textBytes: Int = 0
 
     func validate() throws {
         if watchDsn != nil && account == nil { throw ValidationError("--watch-dsn needs --account") }
         guard connections > 0, sessions > 0, turns > 0, budget > 0, rate >= 0 else {
             throw ValidationError("connections, sessions, turns and budget must be positive; rate non-negative")
         }
+        guard (0...16_000).contains(textBytes) else { throw ValidationError("--text-bytes must be 0 to 16000") }
         guard (1...LoadOptions.maxAnswerTimeoutSeconds).contains(timeout) else {
             throw ValidationError("--timeout must be 1 to \(LoadOptions.maxAnswerTimeoutSeconds) seconds")
         }
@@ -315,7 +318,8 @@ struct LoadGen: ParsableCommand {
     func run() throws {
         let report = try LoadGenerator.run(LoadOptions(socketPaths: socket, connections: connections, sessions: sessions,
                                                        turns: turns, budget: budget, account: account, rate: rate,
-                                                       seed: seed, watchDSN: watchDsn, answerTimeoutSeconds: timeout))
+                                                       seed: seed, watchDSN: watchDsn, answerTimeoutSeconds: timeout,
+                                                       textBytes: textBytes))
         print(report.summary)
         for e in report.firstErrors.prefix(5) { print("error: \(e)") }
         if report.errors > 0 || (report.watch?.overCap ?? 0) > 0 { throw ExitCode(1) }

@@ -9,34 +9,6 @@ private let pool = ModelPool(models: [
               taskQuality: ["code": 0.96]),
 ])
 
-@Suite struct FeaturizerTests {
-    @Test func isDeterministicWithFixedDimension() {
-        let f = HashingFeaturizer(dimension: 64)
-        let a = f.features(of: "Write a function that reverses a list.")
-        #expect(a.count == 64)
-        #expect(a == HashingFeaturizer(dimension: 64).features(of: "Write a function that reverses a list."))
-        #expect(a != f.features(of: "Which of these is a mammal?"))
-        let hashed = a[HashingFeaturizer.lengthSlots...]
-        let norm = hashed.reduce(0) { $0 + $1 * $1 }
-        #expect(abs(norm - 1) < 1e-9)
-        #expect(a[1] > 0 && a[0] > a[1])
-    }
-
-    @Test func emptyTextGivesZeros() {
-        #expect(HashingFeaturizer(dimension: 16).features(of: "").allSatisfy { $0 == 0 })
-    }
-
-    @Test func seedChangesTheVector() {
-        #expect(HashingFeaturizer(dimension: 32, seed: 1).features(of: "hello world")
-            != HashingFeaturizer(dimension: 32, seed: 2).features(of: "hello world"))
-    }
-
-    @Test func estimatesTokens() {
-        #expect(HashingFeaturizer.estimatedTokens(of: "") == 1)
-        #expect(HashingFeaturizer.estimatedTokens(of: "abcdefgh") == 2)
-    }
-}
-
 @Suite struct MoneyTests {
     @Test func holdRoundsUpToWholeMicros() {
         // 10 micros per token in, 30 per token out: 100 prompt + 100 output tokens.

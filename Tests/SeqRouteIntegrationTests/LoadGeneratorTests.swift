@@ -59,6 +59,29 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
+    /// With prompt text, every ROUTE carries it as text= instead of tokens=, and the daemon
+    /// logs the features the featurizer made of it.
+    @Test func promptTextReachesTheFeaturizer() throws {
+        let s = LoadScript(prefix: "t", sessions: 1, turns: 1, budget: 500, account: nil, seed: 3, textBytes: 200)
+        let text = try #require(s.text)
+        #expect(try LineProtocol.percentDecoded(text, "text").utf8.count >= 200)
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let report = try LoadGenerator.run(LoadOptions(socketPaths: [daemon.socketPath], connections: 2, sessions: 4, turns: 2,
+                                                       budget: 100_000_000, account: nil, rate: 0, seed: 7, textBytes: 300))
+        #expect(report.errors == 0, "\(report.firstErrors)")
+        #expect(report.decisions == 8)
+        let db = try PGConnection(dsn: dsn)
+        let logged = try db.query("""
+            SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM unnest(features) v WHERE v <> 0)), count(*),
+                   min(prompt_tokens) FROM decisions
+            """)[0]
+        #expect(logged.int(0) == 8 && logged.int(1) == 8, "every ROUTE's features are non-zero: \(logged.values)")
+        #expect((logged.int(2) ?? 0) >= 75, "tokens estimated from about 300 bytes: \(logged.values)")
+        #expect(daemon.terminate() == 0)
+    }
+
     /// With a rate, each connection waits for its slot: 16 decisions at 100/s take at least
     /// 0.12 s (the first slots are spread over one interval), and all are made.
     @Test func aRateSpacesTheDecisions() throws {
