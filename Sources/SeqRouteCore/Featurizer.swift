@@ -31,27 +31,34 @@ public struct HashingFeaturizer: Sendable, Equatable {
     /// ln(1+words)/10.
     public func features(of text: String) -> [Double] {
         var v = [Double](repeating: 0, count: dimension)
-        let (bytes, starts) = HashingFeaturizer.words(of: text)
+        let (bytes, starts, ascii) = HashingFeaturizer.words(of: text)
         let hashed = UInt64(dimension - HashingFeaturizer.lengthSlots)
-        func add(_ h: UInt64) {
-            v[HashingFeaturizer.lengthSlots + Int(h % hashed)] += (h >> 63) == 0 ? 1 : -1
-        }
         // Words are runs of `bytes` between `starts`; the n-grams are hashed where they lie,
         // without building them (the hash reads bytes in order, so this is the same hash).
-        bytes.withUnsafeBufferPointer { b in
-            for i in 0..<(starts.count - 1) {
-                let w = b[starts[i]..<starts[i + 1]]
-                add(finish(mix(start(kind: 1), w)))
-                if i > 0 {
-                    let previous = b[starts[i - 1]..<starts[i]]
-                    add(finish(mix(mix(mix(start(kind: 2), previous), CollectionOfOne(0x20)), w)))
-                }
-                // Character trigrams of the word padded with a space at each end.
-                let n = w.count + 2
-                if n >= 3 {
-                    func padded(_ j: Int) -> UInt8 { j == 0 || j == n - 1 ? 0x20 : w[w.startIndex + j - 1] }
-                    for j in 0...(n - 3) {
-                        add(finish(mix(start(kind: 3), [padded(j), padded(j + 1), padded(j + 2)])))
+        v.withUnsafeMutableBufferPointer { v in
+            func add(_ h: UInt64) {
+                v[HashingFeaturizer.lengthSlots + Int(h % hashed)] += (h >> 63) == 0 ? 1 : -1
+            }
+            bytes.withUnsafeBufferPointer { b in
+                for i in 0..<(starts.count - 1) {
+                    let from = starts[i], to = starts[i + 1]
+                    var h = start(kind: 1)
+                    for k in from..<to { h = step(h, b[k]) }
+                    add(finish(h))
+                    if i > 0 {
+                        h = start(kind: 2)
+                        for k in starts[i - 1]..<from { h = step(h, b[k]) }
+                        h = step(h, 0x20)
+                        for k in from..<to { h = step(h, b[k]) }
+                        add(finish(h))
+                    }
+                    // Character trigrams of the word padded with a space at each end: position
+                    // p of the padded word is a space at 0 and n − 1, else byte from + p − 1.
+                    let n = to - from + 2
+                    for j in 0..<max(0, n - 2) {
+                        h = start(kind: 3)
+                        for p in j..<(j + 3) { h = step(h, p == 0 || p == n - 1 ? 0x20 : b[from + p - 1]) }
+                        add(finish(h))
                     }
                 }
             }
@@ -62,7 +69,7 @@ public struct HashingFeaturizer: Sendable, Equatable {
             let inv = 1 / norm.squareRoot()
             for i in HashingFeaturizer.lengthSlots..<dimension { v[i] *= inv }
         }
-        v[0] = log1p(Double(text.unicodeScalars.count)) / 10
+        v[0] = log1p(Double(ascii ? text.utf8.count : text.unicodeScalars.count)) / 10
         v[1] = log1p(Double(starts.count - 1)) / 10
         return v
     }
@@ -73,14 +80,16 @@ public struct HashingFeaturizer: Sendable, Equatable {
     }
 
     /// The lower-cased alphanumeric words of `text`, as their UTF-8 bytes one after another and
-    /// the offset where each starts (with the end as a last offset). ASCII text, the usual
+    /// the offset where each starts (with the end as a last offset), and whether the text is
+    /// ASCII. ASCII text, the usual
     /// case, is read byte by byte; other text goes through Unicode lower-casing and letter
     /// properties, which for ASCII agree with the byte rules.
-    static func words(of text: String) -> (bytes: [UInt8], starts: [Int]) {
+    static func words(of text: String) -> (bytes: [UInt8], starts: [Int], ascii: Bool) {
         var bytes: [UInt8] = [], starts: [Int] = []
         bytes.reserveCapacity(text.utf8.count)
         var inWord = false
-        if text.utf8.allSatisfy({ $0 < 0x80 }) {
+        let ascii = text.utf8.allSatisfy { $0 < 0x80 }
+        if ascii {
             for var c in text.utf8 {
                 if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
                 if (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) {
@@ -103,7 +112,7 @@ public struct HashingFeaturizer: Sendable, Equatable {
             }
         }
         starts.append(bytes.count)
-        return (bytes, starts)
+        return (bytes, starts, ascii)
     }
 
     // FNV-1a 64, seeded, over a kind byte and then the n-gram's bytes, with a final avalanche
@@ -112,10 +121,8 @@ public struct HashingFeaturizer: Sendable, Equatable {
         ((0xcbf2_9ce4_8422_2325 ^ seed) ^ UInt64(kind)) &* 0x0000_0100_0000_01B3
     }
 
-    private func mix(_ h: UInt64, _ bytes: some Sequence<UInt8>) -> UInt64 {
-        var h = h
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return h
+    private func step(_ h: UInt64, _ byte: UInt8) -> UInt64 {
+        (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
     }
 
     private func finish(_ h: UInt64) -> UInt64 {
