@@ -85,12 +85,15 @@ public struct HashingFeaturizer: Sendable, Equatable {
     /// case, is read byte by byte; other text goes through Unicode lower-casing and letter
     /// properties, which for ASCII agree with the byte rules.
     static func words(of text: String) -> (bytes: [UInt8], starts: [Int], ascii: Bool) {
-        var bytes: [UInt8] = [], starts: [Int] = []
-        bytes.reserveCapacity(text.utf8.count)
-        var inWord = false
-        let ascii = text.utf8.allSatisfy { $0 < 0x80 }
-        if ascii {
-            for var c in text.utf8 {
+        var text = text
+        // One pass over the UTF-8 as ASCII; the first byte above 0x7F sends the whole text to
+        // the Unicode path instead.
+        let asASCII: (bytes: [UInt8], starts: [Int])? = text.withUTF8 { utf8 in
+            var bytes: [UInt8] = [], starts: [Int] = []
+            bytes.reserveCapacity(utf8.count)
+            var inWord = false
+            for var c in utf8 {
+                if c >= 0x80 { return nil }
                 if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
                 if (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "z")) || (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) {
                     if !inWord { starts.append(bytes.count) }
@@ -100,19 +103,23 @@ public struct HashingFeaturizer: Sendable, Equatable {
                     inWord = false
                 }
             }
-        } else {
-            for scalar in text.lowercased().unicodeScalars {
-                if scalar.properties.isAlphabetic || (scalar.value >= 48 && scalar.value <= 57) {
-                    if !inWord { starts.append(bytes.count) }
-                    inWord = true
-                    UTF8.encode(scalar) { bytes.append($0) }
-                } else {
-                    inWord = false
-                }
+            starts.append(bytes.count)
+            return (bytes, starts)
+        }
+        if let asASCII { return (asASCII.bytes, asASCII.starts, true) }
+        var bytes: [UInt8] = [], starts: [Int] = []
+        var inWord = false
+        for scalar in text.lowercased().unicodeScalars {
+            if scalar.properties.isAlphabetic || (scalar.value >= 48 && scalar.value <= 57) {
+                if !inWord { starts.append(bytes.count) }
+                inWord = true
+                UTF8.encode(scalar) { bytes.append($0) }
+            } else {
+                inWord = false
             }
         }
         starts.append(bytes.count)
-        return (bytes, starts, ascii)
+        return (bytes, starts, false)
     }
 
     // FNV-1a 64, seeded, over a kind byte and then the n-gram's bytes, with a final avalanche
