@@ -199,19 +199,27 @@ public enum LineProtocol {
 
     /// Percent-decodes a value; the result must be valid UTF-8.
     public static func percentDecoded(_ s: String, _ name: String) throws -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count)
-        var it = Array(s.utf8)[...]
-        while let b = it.popFirst() {
-            if b == UInt8(ascii: "%") {
-                guard let h = it.popFirst(), let l = it.popFirst(), let hv = hexValue(h), let lv = hexValue(l) else {
-                    throw ProtocolError.badRequest("\(name) has a malformed percent escape")
+        var s = s
+        let out: [UInt8]? = s.withUTF8 { bytes in
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count)
+            var i = 0
+            while i < bytes.count {
+                let b = bytes[i]
+                if b == UInt8(ascii: "%") {
+                    guard i + 2 < bytes.count, let hv = hexValue(bytes[i + 1]), let lv = hexValue(bytes[i + 2]) else {
+                        return nil
+                    }
+                    out.append(hv << 4 | lv)
+                    i += 3
+                } else {
+                    out.append(b)
+                    i += 1
                 }
-                out.append(hv << 4 | lv)
-            } else {
-                out.append(b)
             }
+            return out
         }
+        guard let out else { throw ProtocolError.badRequest("\(name) has a malformed percent escape") }
         guard let text = String(validating: out, as: UTF8.self) else {
             throw ProtocolError.badRequest("\(name) is not valid UTF-8 once decoded")
         }

@@ -73,6 +73,11 @@ private func code(_ s: String) -> String? {
             #expect(!encoded.contains(" ") && !encoded.contains("="))
             #expect(try LineProtocol.percentDecoded(encoded, "x") == s)
         }
+        #expect(try LineProtocol.percentDecoded("%41%62c%2520", "x") == "Abc%20")
+        // A cut or non-hex escape, and bytes that are not UTF-8 once decoded, are refused.
+        for bad in ["%", "ab%2", "%zz", "%g1", "%FF", "%C3%28", "x%E6%9D"] {
+            #expect(throws: ProtocolError.self, "\(bad)") { try LineProtocol.percentDecoded(bad, "x") }
+        }
     }
 
     @Test func answersFormat() {
