@@ -33,7 +33,8 @@ import Testing
     }
 
     /// ASCII and not, upper and lower case, digits, punctuation and runs of separators,
-    /// scripts without case, emoji, a combining mark, and a long prompt.
+    /// scripts without case, emoji, a combining mark, a long prompt, and letters whose lower
+    /// case is ASCII.
     static let texts = [
         "",
         "Which gas do plants absorb?",
@@ -42,6 +43,9 @@ import Testing
         "Straße, café, naïve: Ünïcödé letters; 東京タワー and عربي too",
         "emoji 🙂 between words 🚀rocket, and a combining é mark",
         String(repeating: "the quick brown fox jumps over the lazy dog ", count: 40),
+        // Letters that lower-case to or with ASCII letters (dotted capital I, the Kelvin sign),
+        // the long s, a title-case digraph and a final sigma.
+        "İSTANBUL \u{212A}elvin ſtraße ǅemal ΣΊΣΥΦΟΣ A1b2",
     ]
 
     /// (default featurizer, dimension 16 with seed 7) for each text.
@@ -53,6 +57,7 @@ import Testing
         (10167406588321878081, 9654677234321471752),
         (14459890330184515678, 14901335567364253756),
         (1671243429477912234, 6496299231614721520),
+        (13482881116460269523, 858305259643238068),
     ]
 
     /// FNV-1a over the vector's bit patterns: equal only when every component is.
