@@ -81,9 +81,8 @@ public struct HashingFeaturizer: Sendable, Equatable {
 
     /// The lower-cased alphanumeric words of `text`, as their UTF-8 bytes one after another and
     /// the offset where each starts (with the end as a last offset), and whether the text is
-    /// ASCII. ASCII text, the usual
-    /// case, is read byte by byte; other text goes through Unicode lower-casing and letter
-    /// properties, which for ASCII agree with the byte rules.
+    /// ASCII. ASCII text, the usual case, is read byte by byte; other text goes through Unicode
+    /// lower-casing and letter properties, which for ASCII agree with the byte rules.
     static func words(of text: String) -> (bytes: [UInt8], starts: [Int], ascii: Bool) {
         var text = text
         // One pass over the UTF-8 as ASCII; the first byte above 0x7F sends the whole text to

@@ -31,11 +31,11 @@ public struct LoadOptions: Sendable {
 
     public init(socketPaths: [String], connections: Int, sessions: Int, turns: Int, budget: Int64, account: String?,
                 rate: Double, seed: UInt64, watchDSN: String? = nil, answerTimeoutSeconds: Int = 30, textBytes: Int = 0) {
-        self.textBytes = textBytes
         precondition((1...LoadOptions.maxAnswerTimeoutSeconds).contains(answerTimeoutSeconds),
                      "the answer timeout is 1 s to a day")
         self.socketPaths = socketPaths
         self.answerTimeoutSeconds = answerTimeoutSeconds
+        self.textBytes = textBytes
         self.watchDSN = watchDSN
         self.connections = connections
         self.sessions = sessions
