@@ -5,7 +5,7 @@
 // the parser and request validation. Besides not crashing, what the parser says must hold: an
 // error is one well-formed ERR line; an accepted request carries only values inside the
 // protocol's limits; an accepted session id survives the round trip through the encoder
-// clients use.
+// clients use; a ROUTE's text goes through the featurizer.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -35,6 +35,7 @@ func check(_ line: [UInt8]) {
             if let f = r.features { require(f.count <= Limits.maxFeatures && f.allSatisfy(\.isFinite), "features") }
             if let l = r.lambda { require(l.isFinite && l >= 0 && l <= Limits.maxLambda, "lambda \(l)") }
             if let t = r.tokens { require(t >= 0 && t <= Limits.maxTokens, "tokens \(t)") }
+            if let text = r.text { featurized(text) }
         case .report(let r):
             session(r.session)
             money(r.cost)
@@ -59,6 +60,16 @@ func session(_ id: String) {
           again == id else {
         fatalError("session id \(id.debugDescription) does not survive percent-encoding")
     }
+}
+
+/// The featurizer reads the text through raw buffers: any text gives a vector of its dimension
+/// with finite values, a hashed part of unit length or all zero, and length slots in range.
+func featurized(_ text: String) {
+    let v = HashingFeaturizer(dimension: 16).features(of: text)
+    require(v.count == 16 && v.allSatisfy(\.isFinite), "features of \(text.debugDescription)")
+    let norm = v[HashingFeaturizer.lengthSlots...].reduce(0) { $0 + $1 * $1 }
+    require(norm == 0 || abs(norm - 1) < 1e-9, "hashed norm \(norm)")
+    require(v[0] >= 0 && v[1] >= 0 && v[1] <= v[0] + 1e-12, "length slots \(v[0]), \(v[1])")
 }
 
 func money(_ m: Int64) { require(m >= 0 && m <= Limits.maxMoney, "money \(m)") }
