@@ -360,6 +360,15 @@ import Testing
         }
         #expect(try ledgerFingerprint(db) == before)
         #expect(throws: PGError.self) { try db.query("UPDATE ledger_entries SET note = 'x' WHERE corrects IS NOT NULL") }
+
+        // No foreign key guards `corrects` (sql/008): an adjustment written past
+        // seqroute_adjust() that names no entry shows in the reconciliation.
+        let stray = try db.query("""
+            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount, corrects, note)
+            VALUES ('adjustment', 'default', 'adj', 1, 5, 999999, 'by hand') RETURNING id
+            """)[0][0]!
+        #expect(try db.query("SELECT id, ledger_spent FROM reconciliation WHERE kind = 'dangling'").map(\.values)
+                == [[stray, "5"]])
     }
 
     /// A daily budget period: the cap applies per day in the account's time zone. Time is moved
@@ -406,6 +415,14 @@ import Testing
         let periods = try db.query("SELECT spent_micros FROM audit_spend_by_period WHERE account_id = 'daily' ORDER BY period_start")
         #expect(periods.map { $0[0] ?? "" } == ["\(spent)"])
         #expect(try db.query("SELECT count(*) FROM ledger_entries WHERE account_id = 'daily' AND kind = 'capture'")[0].int(0)! > 0)
+
+        // Setting the period again recomputes spent from the entries since the period began:
+        // today's capture only, found by walking entry ids back to yesterday's last one.
+        #expect(try c2.request("REPORT d2 1 cost=100 quality=1").hasPrefix("OK spent=100 "))
+        let (again, said) = try runSeqroute(["account", "set", "daily", "--period", "daily", "--time-zone", "Europe/Paris",
+                                             "--dsn", dsn])
+        #expect(again == 0 && said.contains(" spent=100 "), "\(said)")
+        #expect(try reconciliationRows(db).isEmpty)
         #expect(daemon.terminate() == 0)
         #expect(daemon2.terminate() == 0)
     }

@@ -43,8 +43,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no account %', account USING ERRCODE = 'no_data_found';
     END IF;
-    -- The period under way began with the first entry at or after its start.
-    boundary := coalesce((SELECT max(e.id) FROM ledger_entries e WHERE e.account_id = account AND e.at < start), 0);
+    -- The period under way began with the first entry at or after its start. Walking ids down
+    -- from the newest reads only the entries since the boundary (there is no index by account).
+    boundary := coalesce((SELECT e.id FROM ledger_entries e WHERE e.account_id = account AND e.at < start
+                           ORDER BY e.id DESC LIMIT 1), 0);
     UPDATE accounts a
        SET period = new_period, time_zone = tz, period_start = start, period_entry_id = boundary, updated_at = now(),
            spent = coalesce((SELECT sum(e.amount) FROM ledger_entries e

@@ -4,8 +4,9 @@
 -- Spend everywhere is captures, expiries, overruns and adjustments (corrections, signed).
 
 -- Money rule 4. spent = captures + expiries + overruns + adjustments; held = holds - captures - releases -
--- expiries, for every session, every account and every decision; and no entry without its
--- session. Returns no rows when the ledger reconciles.
+-- expiries, for every session, every account and every decision; no entry without its
+-- session; no adjustment of an entry that does not exist. Returns no rows when the ledger
+-- reconciles.
 CREATE OR REPLACE VIEW reconciliation AS
 WITH per_session AS (
     SELECT session_id,
@@ -44,7 +45,11 @@ SELECT 'decision', d.session_id || '#' || d.turn, NULL, NULL,
 UNION ALL
 SELECT 'orphan', e.session_id || '#' || e.turn, NULL, e.amount, NULL, NULL
   FROM ledger_entries e LEFT JOIN sessions s ON s.id = e.session_id AND s.account_id = e.account_id
- WHERE s.id IS NULL;
+ WHERE s.id IS NULL
+UNION ALL
+SELECT 'dangling', e.id::text, NULL, e.amount, NULL, NULL
+  FROM ledger_entries e
+ WHERE e.corrects IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_entries c WHERE c.id = e.corrects);
 
 -- Spend by day, account, user and model (captures, expiries and overruns).
 CREATE OR REPLACE VIEW audit_spend_daily AS
