@@ -35,18 +35,27 @@ CREATE OR REPLACE FUNCTION seqroute_set_period(account text, new_period text, tz
 LANGUAGE plpgsql AS $$
 DECLARE
     start timestamptz;
-    boundary bigint;
+    boundary bigint := 0;
 BEGIN
     PERFORM now() AT TIME ZONE tz;  -- an unknown time zone fails here, whatever the period
     start := seqroute_period_start(new_period, tz, now());
+    -- The period under way began after the account's last entry from before its start. There
+    -- is no index by account: ids are walked down from the newest, as far back as that entry
+    -- (the whole ledger if there is none), before the account is locked, so that its batches
+    -- do not wait meanwhile. Locked, only entries above that id can still change the answer:
+    -- one of a batch that began before the start and committed since.
+    IF start > '-infinity' THEN
+        boundary := coalesce((SELECT e.id FROM ledger_entries e WHERE e.account_id = account AND e.at < start
+                               ORDER BY e.id DESC LIMIT 1), 0);
+    END IF;
     PERFORM 1 FROM accounts WHERE id = account FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no account %', account USING ERRCODE = 'no_data_found';
     END IF;
-    -- The period under way began with the first entry at or after its start. Walking ids down
-    -- from the newest reads only the entries since the boundary (there is no index by account).
-    boundary := coalesce((SELECT e.id FROM ledger_entries e WHERE e.account_id = account AND e.at < start
-                           ORDER BY e.id DESC LIMIT 1), 0);
+    IF start > '-infinity' THEN
+        boundary := coalesce((SELECT max(e.id) FROM ledger_entries e
+                               WHERE e.id > boundary AND e.account_id = account AND e.at < start), boundary);
+    END IF;
     UPDATE accounts a
        SET period = new_period, time_zone = tz, period_start = start, period_entry_id = boundary, updated_at = now(),
            spent = coalesce((SELECT sum(e.amount) FROM ledger_entries e

@@ -5,7 +5,7 @@
 
 -- Money rule 4. spent = captures + expiries + overruns + adjustments; held = holds - captures - releases -
 -- expiries, for every session, every account and every decision; no entry without its
--- session; no adjustment of an entry that does not exist. Returns no rows when the ledger
+-- session; no adjustment but of an earlier entry that exists. Returns no rows when the ledger
 -- reconciles.
 CREATE OR REPLACE VIEW reconciliation AS
 WITH per_session AS (
@@ -49,7 +49,8 @@ SELECT 'orphan', e.session_id || '#' || e.turn, NULL, e.amount, NULL, NULL
 UNION ALL
 SELECT 'dangling', e.id::text, NULL, e.amount, NULL, NULL
   FROM ledger_entries e
- WHERE e.corrects IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ledger_entries c WHERE c.id = e.corrects);
+ WHERE e.corrects IS NOT NULL
+   AND (e.corrects >= e.id OR NOT EXISTS (SELECT 1 FROM ledger_entries c WHERE c.id = e.corrects));
 
 -- Spend by day, account, user and model (captures, expiries and overruns).
 CREATE OR REPLACE VIEW audit_spend_daily AS
