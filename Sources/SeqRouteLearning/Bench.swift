@@ -21,7 +21,7 @@ public struct BenchConfiguration: Sendable {
            10, 15, 25, 50, 100]
     /// How many λ the sweep may add where one step of λ moves the learned policy's cost or
     /// quality on validation sessions the most (`LambdaSweep.refined`), whatever the data.
-    public var lambdaRefinements = 96
+    public var lambdaRefinements = 128
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -269,7 +269,7 @@ public enum Bench {
         let validation = generator.sessions(count: c.validationSessions, from: train, seed: c.seed &+ 3)
         // Each λ's validation figures per level, kept for matching λ to pacing (step 6).
         var onValidation: [Double: [SimMetrics]] = [:]
-        let sweep = LambdaSweep.refined(c.lambdas, adding: c.lambdaRefinements) { l in
+        let sweep = LambdaSweep.refined(c.lambdas, adding: c.lambdaRefinements, relative: c.rhos.count) { l in
             let runs = Slots<SimMetrics>(count: c.rhos.count)
             DispatchQueue.concurrentPerform(iterations: c.rhos.count) { i in
                 runs.set(i, trainSim.run(LearnedSimPolicy(policy: seqroute, data: trainData, lambda: l), sessions: validation,

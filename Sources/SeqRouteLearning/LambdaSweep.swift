@@ -7,13 +7,17 @@
 
 public enum LambdaSweep {
     /// `grid` (sorted, without repeats) plus up to `extra` midpoints. Each step bisects the
-    /// interval whose ends differ most in any figure, relative to that figure's range over
-    /// `grid`; it stops when no interval's jump exceeds `threshold` of the range, or when the
-    /// only such intervals are narrower than `minimumWidth` of their upper end. `figures(λ)`
-    /// gives the frontier's coordinates (the mean cost and the mean quality at each budget
-    /// level), in the same order for every λ.
+    /// interval whose ends differ most in any figure; it stops when no interval's jump exceeds
+    /// `threshold`, or when the only such intervals are narrower than `minimumWidth` of their
+    /// upper end. `figures(λ)` gives the frontier's coordinates (the mean cost and the mean
+    /// quality at each budget level), in the same order for every λ. The first `relative`
+    /// figures jump by their change over the larger end, the others by their change over
+    /// their range on `grid`: costs are compared in proportion (a cost reduction is a
+    /// percentage, and a gap of 3% between two cheap points is as wide as one between two
+    /// dear ones), qualities in points.
     public static func refined(_ grid: [Double], adding extra: Int, threshold: Double = 0.02,
-                               minimumWidth: Double = 0.005, figures: (Double) -> [Double]) -> [Double] {
+                               minimumWidth: Double = 0.005, relative: Int = 0,
+                               figures: (Double) -> [Double]) -> [Double] {
         var points = Array(Set(grid)).sorted().map { (lambda: $0, figures: figures($0)) }
         guard points.count >= 2, extra > 0 else { return points.map(\.lambda) }
         let count = points[0].figures.count
@@ -23,7 +27,9 @@ public enum LambdaSweep {
         }
         func jump(_ i: Int) -> Double {
             (0..<count).map { l in
-                ranges[l] > 0 ? abs(points[i].figures[l] - points[i + 1].figures[l]) / ranges[l] : 0
+                let a = points[i].figures[l], b = points[i + 1].figures[l]
+                let scale = l < relative ? max(abs(a), abs(b)) : ranges[l]
+                return scale > 0 ? abs(a - b) / scale : 0
             }.max() ?? 0
         }
         for _ in 0..<extra {

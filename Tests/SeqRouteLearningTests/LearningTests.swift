@@ -364,5 +364,11 @@ struct ToyMDP {
         #expect(!byCost.isEmpty && byCost.allSatisfy { (0.1...0.5).contains($0) })
         let byBoth = LambdaSweep.refined(grid, adding: 40) { l in [cheapCost(l), l < 4.4 ? 0.62 : 0.6] }.filter { !grid.contains($0) }
         #expect(byBoth.contains { (4...5).contains($0) })
+        // A 5% step in a cheap cost is under the threshold against the cost's whole range, and
+        // over it judged in proportion (`relative`), as costs are in the benchmark.
+        let cheapStep: (Double) -> [Double] = { l in [l < 0.3 ? 10 : l < 4.4 ? 1.05 : 1] }
+        #expect(LambdaSweep.refined(grid, adding: 40, figures: cheapStep).allSatisfy { !(4...5).contains($0) || grid.contains($0) })
+        let proportional = LambdaSweep.refined(grid, adding: 40, relative: 1, figures: cheapStep).filter { !grid.contains($0) }
+        #expect(proportional.contains { (4...5).contains($0) } && proportional.contains { (0.1...0.5).contains($0) })
     }
 }
