@@ -1,7 +1,7 @@
 -- ledger_entries is written three times per decision and read in bulk (the reconciliation,
 -- the audit views, reports by time range). B-tree entries per row on (session_id, turn) and
 -- (account_id, at), and a foreign-key trigger per row on `corrects`, cost the write path about
--- 15% of the ledger backend's time per decision (docs/BENCHMARKS.md). What replaces them:
+-- 8% of the ledger backend's CPU per decision (docs/BENCHMARKS.md). What replaces them:
 --   * a BRIN index on `at`: rows are appended in time order, so a summary per block range
 --     serves time-range reads at almost no cost per insert;
 --   * `corrects` is checked by seqroute_adjust(), the only writer of adjustments, and the
