@@ -11,8 +11,8 @@ public enum LambdaSweep {
     /// `threshold`, or when the only such intervals are narrower than `minimumWidth` of their
     /// upper end. `figures(λ)` gives the frontier's coordinates (the mean cost and the mean
     /// quality at each budget level), in the same order for every λ. The first `relative`
-    /// figures jump by their change over the larger end, the others by their change over
-    /// their range on `grid`: costs are compared in proportion (a cost reduction is a
+    /// figures jump by their change over the larger magnitude of the two ends, the others by
+    /// their change over their range on `grid`: costs are compared in proportion (a cost reduction is a
     /// percentage, and a gap of 3% between two cheap points is as wide as one between two
     /// dear ones), qualities in points.
     public static func refined(_ grid: [Double], adding extra: Int, threshold: Double = 0.02,
@@ -21,6 +21,7 @@ public enum LambdaSweep {
         var points = Array(Set(grid)).sorted().map { (lambda: $0, figures: figures($0)) }
         guard points.count >= 2, extra > 0 else { return points.map(\.lambda) }
         let count = points[0].figures.count
+        precondition((0...count).contains(relative), "relative counts figures: 0…\(count)")
         let ranges = (0..<count).map { l in
             let values = points.map { $0.figures[l] }
             return values.max()! - values.min()!

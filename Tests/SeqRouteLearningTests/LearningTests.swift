@@ -370,5 +370,11 @@ struct ToyMDP {
         #expect(LambdaSweep.refined(grid, adding: 40, figures: cheapStep).allSatisfy { !(4...5).contains($0) || grid.contains($0) })
         let proportional = LambdaSweep.refined(grid, adding: 40, relative: 1, figures: cheapStep).filter { !grid.contains($0) }
         #expect(proportional.contains { (4...5).contains($0) } && proportional.contains { (0.1...0.5).contains($0) })
+        // Figures past the first `relative` keep their range: a 0.05 step in a quality whose
+        // range is 9 is no jump.
+        let qualityStep: (Double) -> [Double] = { l in [3, l < 0.3 ? 10 : l < 4.4 ? 1.05 : 1] }
+        #expect(LambdaSweep.refined(grid, adding: 40, relative: 1, figures: qualityStep).allSatisfy {
+            !(4...5).contains($0) || grid.contains($0)
+        })
     }
 }
