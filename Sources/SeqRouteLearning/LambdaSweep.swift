@@ -12,9 +12,9 @@ public enum LambdaSweep {
     /// upper end. `figures(λ)` gives the frontier's coordinates (the mean cost and the mean
     /// quality at each budget level), in the same order for every λ. The first `relative`
     /// figures jump by their change over the larger magnitude of the two ends, the others by
-    /// their change over their range on `grid`: costs are compared in proportion (a cost reduction is a
-    /// percentage, and a gap of 3% between two cheap points is as wide as one between two
-    /// dear ones), qualities in points.
+    /// their change over their range on `grid`: costs are compared in proportion (a cost
+    /// reduction is a percentage, and a gap of 3% between two cheap points is as wide as one
+    /// between two dear ones), qualities in points.
     public static func refined(_ grid: [Double], adding extra: Int, threshold: Double = 0.02,
                                minimumWidth: Double = 0.005, relative: Int = 0,
                                figures: (Double) -> [Double]) -> [Double] {
