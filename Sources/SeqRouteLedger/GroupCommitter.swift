@@ -1,6 +1,7 @@
 // Group commit (money rule 5): requests queue here; one thread owns one PostgreSQL connection,
-// takes everything queued, applies it in one transaction with one round trip, and only then
-// answers each request. libpq blocks, so this thread keeps it away from the socket's event loops.
+// takes everything queued, applies it in one transaction with one round trip, and only once
+// it has committed answers each request (after sending the next batch, so that PostgreSQL
+// works meanwhile). libpq blocks, so this thread keeps it away from the socket's event loops.
 // While the ledger is unreachable every request fails at once with `unavailable`, and the
 // thread reconnects by itself.
 
@@ -123,12 +124,52 @@ public final class GroupCommitter: @unchecked Sendable {
             cond.unlock()
 
             if !batch.isEmpty {
-                db = commit(batch, on: db)
+                db = commitInTurn(batch, on: db, until: nextHousekeeping)
             }
             if Date() >= nextHousekeeping {
                 db = housekeeping(db)
                 nextHousekeeping = Date().addingTimeInterval(housekeepingInterval)
             }
+        }
+    }
+
+    /// Commits `first`, then whatever has queued meanwhile, batch after batch until the queue is
+    /// empty or `deadline` (housekeeping) has passed. Once a batch has committed, the next goes
+    /// to PostgreSQL before this thread answers the last, so the backend, which limits
+    /// throughput, applies one batch while the other is being answered. Only one batch is ever
+    /// in flight: the next is sent after the last has committed, so it sees its effects.
+    private func commitInTurn(_ first: [Pending], on db: PGConnection?, until deadline: Date) -> PGConnection? {
+        guard let db else { return commit(first, on: nil) }
+        var batch = first
+        var sent = false
+        while true {
+            let results: [LedgerResult]
+            do {
+                if !sent { try db.send(Self.statement, [Self.encode(batch)]) }
+                results = try Self.results(of: db.receive(), count: batch.count)
+            } catch {
+                // Nothing else is in flight: the batch is handled on its own as before.
+                return commit(batch, on: db, failedWith: error)
+            }
+            var following: [Pending] = []
+            if Date() < deadline {
+                cond.lock()
+                following = takeBatch()
+                cond.unlock()
+            }
+            var lostWith: PGError?
+            if !following.isEmpty {
+                do {
+                    try db.send(Self.statement, [Self.encode(following)])
+                } catch {
+                    lostWith = error as? PGError ?? PGError(sqlState: nil, message: "\(error)", connectionLost: true)
+                }
+            }
+            answer(batch, results)
+            if let lostWith { return commit(following, on: db, failedWith: lostWith) }
+            if following.isEmpty { return db }
+            batch = following
+            sent = true
         }
     }
 
@@ -168,36 +209,50 @@ public final class GroupCommitter: @unchecked Sendable {
         for p in pending { p.done(.failure(.unavailable("the ledger is unreachable: \(error.message)"))) }
     }
 
-    private func commit(_ batch: [Pending], on db: PGConnection?) -> PGConnection? {
+    private func answer(_ batch: [Pending], _ results: [LedgerResult]) {
+        cond.lock()
+        counters.batches += 1
+        counters.operations += batch.count
+        counters.largestBatch = max(counters.largestBatch, batch.count)
+        cond.unlock()
+        onBatch(batch.count)
+        for (p, r) in zip(batch, results) { p.done(.success(r)) }
+    }
+
+    /// Applies `batch` alone and answers its requests: again after a deadlock, and one
+    /// operation at a time when one of them spoils the batch. `failedWith` is the error of an
+    /// attempt already made.
+    private func commit(_ batch: [Pending], on db: PGConnection?, failedWith: Error? = nil) -> PGConnection? {
         guard let db else {
             for p in batch { p.done(.failure(.unavailable("the ledger is unreachable: \(lastFailure)"))) }
             return nil
         }
-        var attempt = 0
+        var failure = failedWith
+        var attempt = failure == nil ? 0 : 1
         while true {
-            attempt += 1
-            do {
-                let rows = try apply(batch, on: db)
-                cond.lock()
-                counters.batches += 1
-                counters.operations += batch.count
-                counters.largestBatch = max(counters.largestBatch, batch.count)
-                cond.unlock()
-                onBatch(batch.count)
-                for (i, p) in batch.enumerated() { p.done(.success(rows[i])) }
-                return db
-            } catch let e as PGError where e.connectionLost {
+            if failure == nil {
+                attempt += 1
+                do {
+                    answer(batch, try Self.results(of: db.query(Self.statement, [Self.encode(batch)], prepared: true),
+                                                   count: batch.count))
+                    return db
+                } catch {
+                    failure = error
+                }
+            }
+            switch failure {
+            case let e as PGError where e.connectionLost:
                 // The commit's fate is unknown to us; nothing was acknowledged, so the client
                 // sees `unavailable` and may retry (REPORT is idempotent).
                 markDown(e)
                 for p in batch { p.done(.failure(.unavailable("the ledger connection was lost: \(e.message)"))) }
                 return nil
-            } catch let e as PGError where (e.sqlState == "40P01" || e.sqlState == "40001") && attempt < 5 {
-                continue  // deadlock or serialization failure: the batch rolled back; run it again
-            } catch {
+            case let e as PGError where (e.sqlState == "40P01" || e.sqlState == "40001") && attempt < 5:
+                failure = nil  // deadlock or serialization failure: the batch rolled back; run it again
+            default:
                 if batch.count == 1 {
-                    log("<3>ledger refused an operation: \(error)")
-                    batch[0].done(.failure(.internalError("\(error)")))
+                    log("<3>ledger refused an operation: \(failure!)")
+                    batch[0].done(.failure(.internalError("\(failure!)")))
                     return db
                 }
                 // One operation spoiled the batch: apply each alone so that the others commit.
@@ -208,7 +263,10 @@ public final class GroupCommitter: @unchecked Sendable {
         }
     }
 
-    private func apply(_ ops: [Pending], on db: PGConnection) throws -> [LedgerResult] {
+    private static let statement = "SELECT * FROM seqroute_apply($1::json)"
+
+    /// The batch as the JSON array that seqroute_apply() decodes (sql/007_batch_op.sql).
+    private static func encode(_ ops: [Pending]) -> String {
         var json: [UInt8] = [UInt8(ascii: "[")]
         json.reserveCapacity(ops.reduce(2) { $0 + $1.json.count + 12 })
         for (i, op) in ops.enumerated() {
@@ -219,10 +277,14 @@ public final class GroupCommitter: @unchecked Sendable {
             json.append(UInt8(ascii: "}"))
         }
         json.append(UInt8(ascii: "]"))
-        // One row per operation, grouped by kind: put them back in the batch's order.
-        var results = [LedgerResult?](repeating: nil, count: ops.count)
-        for row in try db.query("SELECT * FROM seqroute_apply($1::json)", [String(decoding: json, as: UTF8.self)], prepared: true) {
-            guard let n = row.int(0), (1...ops.count).contains(n), results[n - 1] == nil else {
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    /// One row per operation, grouped by kind: put back in the batch's order.
+    private static func results(of rows: [PGRow], count: Int) throws -> [LedgerResult] {
+        var results = [LedgerResult?](repeating: nil, count: count)
+        for row in rows {
+            guard let n = row.int(0), (1...count).contains(n), results[n - 1] == nil else {
                 throw PGError(sqlState: nil, message: "seqroute_apply answered an unexpected row \(row.int(0).map(String.init) ?? "null")",
                               connectionLost: false)
             }

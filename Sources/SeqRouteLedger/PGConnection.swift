@@ -67,24 +67,53 @@ public final class PGConnection: @unchecked Sendable {
 
     private func run(_ sql: String, _ params: [String?], prepared: Bool) throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
-        var name: String?
-        if prepared {
-            name = preparedNames[sql]
-            if name == nil {
-                let fresh = "seqroute_\(preparedCount)"
-                let made = PQprepare(conn, fresh, sql, Int32(params.count), nil)
-                defer { PQclear(made) }
-                guard let made, PQresultStatus(made) == PGRES_COMMAND_OK else { throw lastError(made) }
-                preparedCount += 1
-                preparedNames[sql] = fresh
-                name = fresh
-            }
-        }
+        let name = prepared ? try preparedName(sql, parameters: params.count) : nil
         let result: OpaquePointer? = withCStrings(params) { ptrs in
             if let name { return PQexecPrepared(conn, name, Int32(params.count), ptrs, nil, nil, 0) }
             return PQexecParams(conn, sql, Int32(params.count), nil, ptrs, nil, nil, 0)
         }
         defer { PQclear(result) }
+        return try rows(of: result)
+    }
+
+    /// The server-side name of `sql`, prepared now if this connection has not prepared it yet.
+    private func preparedName(_ sql: String, parameters: Int) throws -> String {
+        if let name = preparedNames[sql] { return name }
+        let fresh = "seqroute_\(preparedCount)"
+        let made = PQprepare(conn, fresh, sql, Int32(parameters), nil)
+        defer { PQclear(made) }
+        guard let made, PQresultStatus(made) == PGRES_COMMAND_OK else { throw lastError(made) }
+        preparedCount += 1
+        preparedNames[sql] = fresh
+        return fresh
+    }
+
+    /// Sends one prepared statement without waiting for its answer, which `receive` gives; the
+    /// connection takes no other statement until then. The group committer sends the next
+    /// batch this way, so that PostgreSQL applies it while the committer answers the last one.
+    public func send(_ sql: String, _ params: [String?]) throws {
+        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        let name = try preparedName(sql, parameters: params.count)
+        let sent = withCStrings(params) { ptrs in PQsendQueryPrepared(conn, name, Int32(params.count), ptrs, nil, nil, 0) }
+        guard sent == 1 else { throw lastError(nil) }
+    }
+
+    /// The rows of the statement `send` sent, once it has completed (and, outside a
+    /// transaction, committed), or its error.
+    public func receive() throws -> [PGRow] {
+        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        let result = PQgetResult(conn)
+        defer { PQclear(result) }
+        // The answer is complete only when libpq has nothing more: the server has committed.
+        var extra: OpaquePointer? = PQgetResult(conn)
+        while let more = extra {
+            PQclear(more)
+            extra = PQgetResult(conn)
+        }
+        return try rows(of: result)
+    }
+
+    private func rows(of result: OpaquePointer?) throws -> [PGRow] {
         guard let result else { throw lastError(nil) }
         let status = PQresultStatus(result)
         guard status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK else { throw lastError(result) }
