@@ -143,12 +143,16 @@ public final class GroupCommitter: @unchecked Sendable {
         var batch = first
         var sent = false
         while true {
-            let results: [LedgerResult]
+            let rows: [PGRow]
             do {
                 if !sent { try db.send(Self.statement, [Self.encode(batch)]) }
-                results = try Self.results(of: db.receive(), count: batch.count)
+                rows = try db.receive()
+            } catch let e as PGError where e.sqlState == "0A000" {
+                // A migration changed what the prepared statement returns; `query` prepares
+                // it again.
+                return commit(batch, on: db)
             } catch {
-                // Nothing else is in flight: the batch is handled on its own as before.
+                // Nothing else is in flight: the batch is handled on its own.
                 return commit(batch, on: db, failedWith: error)
             }
             var following: [Pending] = []
@@ -157,16 +161,16 @@ public final class GroupCommitter: @unchecked Sendable {
                 following = takeBatch()
                 cond.unlock()
             }
-            var lostWith: PGError?
+            var sendError: Error?
             if !following.isEmpty {
-                do {
-                    try db.send(Self.statement, [Self.encode(following)])
-                } catch {
-                    lostWith = error as? PGError ?? PGError(sqlState: nil, message: "\(error)", connectionLost: true)
-                }
+                do { try db.send(Self.statement, [Self.encode(following)]) } catch { sendError = error }
             }
-            answer(batch, results)
-            if let lostWith { return commit(following, on: db, failedWith: lostWith) }
+            settle(batch, rows)
+            if let sendError {
+                // Not applied: lost with the connection, or to be run again on its own.
+                return (sendError as? PGError)?.connectionLost == true
+                    ? commit(following, on: db, failedWith: sendError) : commit(following, on: db)
+            }
             if following.isEmpty { return db }
             batch = following
             sent = true
@@ -209,7 +213,18 @@ public final class GroupCommitter: @unchecked Sendable {
         for p in pending { p.done(.failure(.unavailable("the ledger is unreachable: \(error.message)"))) }
     }
 
-    private func answer(_ batch: [Pending], _ results: [LedgerResult]) {
+    /// Answers the requests of a batch that has committed. Rows that do not answer each
+    /// operation once are a fault between daemon and schema: the requests get `internal`, and
+    /// nothing is applied again.
+    private func settle(_ batch: [Pending], _ rows: [PGRow]) {
+        let results: [LedgerResult]
+        do {
+            results = try Self.results(of: rows, count: batch.count)
+        } catch {
+            log("<3>ledger committed a batch but answered it unreadably: \(error)")
+            for p in batch { p.done(.failure(.internalError("\(error)"))) }
+            return
+        }
         cond.lock()
         counters.batches += 1
         counters.operations += batch.count
@@ -233,8 +248,7 @@ public final class GroupCommitter: @unchecked Sendable {
             if failure == nil {
                 attempt += 1
                 do {
-                    answer(batch, try Self.results(of: db.query(Self.statement, [Self.encode(batch)], prepared: true),
-                                                   count: batch.count))
+                    settle(batch, try db.query(Self.statement, [Self.encode(batch)], prepared: true))
                     return db
                 } catch {
                     failure = error

@@ -102,15 +102,24 @@ public final class PGConnection: @unchecked Sendable {
     /// transaction, committed), or its error.
     public func receive() throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
-        let result = PQgetResult(conn)
-        defer { PQclear(result) }
-        // The answer is complete only when libpq has nothing more: the server has committed.
-        var extra: OpaquePointer? = PQgetResult(conn)
-        while let more = extra {
-            PQclear(more)
-            extra = PQgetResult(conn)
+        guard let result = PQgetResult(conn) else {
+            throw PGError(sqlState: nil, message: "no answer: \(lastError(nil).message)", connectionLost: true)
         }
-        return try rows(of: result)
+        defer { PQclear(result) }
+        let answer = Result { try rows(of: result) }
+        // The statement's transaction commits after its rows were sent: an error can still
+        // follow them (a failed commit), and only the server's ReadyForQuery, idle, says done.
+        var failure: PGError?
+        while let more = PQgetResult(conn) {
+            if failure == nil, case .failure(let e as PGError) = Result(catching: { try rows(of: more) }) { failure = e }
+            PQclear(more)
+        }
+        if let failure { throw failure }
+        guard PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) == PQTRANS_IDLE else {
+            throw PGError(sqlState: nil, message: "the statement's end was not seen: \(lastError(nil).message)",
+                          connectionLost: true)
+        }
+        return try answer.get()
     }
 
     private func rows(of result: OpaquePointer?) throws -> [PGRow] {
