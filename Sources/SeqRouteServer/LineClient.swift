@@ -17,8 +17,10 @@ public final class LineClient {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
+        // No close before a throw: once every property is set, a throwing initializer runs
+        // deinit, which closes the socket. Closing here too closed the number twice, and the
+        // second close could take a descriptor another thread had opened since.
         guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(fd)
             throw ServerError("socket path too long: \(path)")
         }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -29,14 +31,10 @@ public final class LineClient {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, size) }
         }
-        guard rc == 0 else {
-            let why = String(cString: strerror(errno))
-            close(fd)
-            throw ServerError("cannot connect to \(path): \(why)")
-        }
+        guard rc == 0 else { throw ServerError("cannot connect to \(path): \(String(cString: strerror(errno)))") }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     /// Sends raw bytes as they are (tests send malformed input this way).
     public func send(raw: [UInt8]) throws {

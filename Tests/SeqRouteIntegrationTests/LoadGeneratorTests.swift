@@ -28,6 +28,27 @@ import Testing
         #expect(s.phase == .done)
     }
 
+    /// A client that cannot connect closes its socket once. A throwing initializer runs deinit,
+    /// so a close in both closed the descriptor number twice, and the second close could take a
+    /// descriptor another thread had opened meanwhile (a test's PostgreSQL connection failed
+    /// with "Bad file descriptor" that way while a daemon was starting).
+    @Test func aFailedConnectClosesItsSocketOnce() throws {
+        let missing = try makeTempDirectory("nobody") + "/no.sock"
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            for _ in 0..<20_000 { _ = try? LineClient(path: missing) }
+            done.signal()
+        }.start()
+        var lost = 0
+        while done.wait(timeout: .now()) == .timedOut {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            try #require(fd >= 0)
+            if fcntl(fd, F_GETFD) == -1 { lost += 1 }
+            if close(fd) != 0 { lost += 1 }
+        }
+        #expect(lost == 0, "\(lost) descriptors of this thread were closed by another")
+    }
+
     /// One word of an answer, found without splitting it: whole keys only, values as sent.
     @Test func aFieldIsFoundByItsWholeKey() {
         let answer = "OK turn=3 model=vendor%2Fm hold=1250 remaining=40 policy=p"
