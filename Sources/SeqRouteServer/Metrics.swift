@@ -96,10 +96,15 @@ public final class DaemonMetrics: @unchecked Sendable {
             reconnectsSeen = seen
             ledgerUp.record(committer.isConnected ? 1 : 0)
             if ledger?.isHealthy != true { ledger = try? PGConnection(dsn: dsn) }
+            // Open holds belong to sessions not closed yet (CLOSE releases them): both counts read
+            // only those sessions (the partial index sessions_unclosed) and their decisions by key.
             if let db = ledger,
                let row = try? db.query("""
-                   SELECT (SELECT count(*) FROM sessions WHERE state = 'open'),
-                          (SELECT count(*) FROM decisions WHERE status = 'held')
+                   SELECT count(*) FILTER (WHERE se.state = 'open'), coalesce(sum(h.n), 0)
+                     FROM sessions se
+                     CROSS JOIN LATERAL (SELECT count(*) AS n FROM decisions d
+                                          WHERE d.session_id = se.id AND d.status = 'held') h
+                    WHERE se.closed_at IS NULL
                    """).first {
                 openSessions.record(row.int(0) ?? 0)
                 openHolds.record(row.int(1) ?? 0)

@@ -64,6 +64,33 @@ import Testing
         #expect(try db.query("SELECT * FROM shape", prepared: true).first?.values == ["1", "2"])
     }
 
+    /// A hold whose transaction commits after a sweep has passed its date is expired by a later
+    /// sweep: a sweep reaches no further than the start of a writing transaction still running.
+    @Test func aHoldCommittedBehindASweepIsExpiredByTheNext() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let writer = try PGConnection(dsn: dsn)
+        let sweeper = try PGConnection(dsn: dsn)
+        try writer.setAccount("acct", cap: 1_000_000)
+        try writer.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"open","s":"x","a":"acct","b":5000}]"#])
+        let route = """
+            [{"n":1,"k":"route","s":"x","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"f":[0.5],
+              "bs":[1,0,5000,0,0,0],"hs":[300],"fe":[true]}]
+            """
+        func sweep() throws -> Int? {
+            try sweeper.query("SELECT seqroute_expire_holds(make_interval(secs => 0.2))").first?.int(0)
+        }
+        try writer.query("BEGIN")
+        #expect(try writer.query("SELECT status FROM seqroute_apply($1::json)", [route]).first?[0] == "ok")
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(try sweep() == 0)  // due, but not committed yet
+        try writer.query("COMMIT")
+        #expect(try sweep() == 1)
+        #expect(try sweep() == 0)
+        #expect(try writer.query("SELECT status FROM decisions WHERE session_id = 'x'").first?[0] == "expired")
+        #expect(try writer.query("SELECT spent, held FROM accounts WHERE id = 'acct'").first?.values == ["300", "0"])
+        #expect(try reconciliationRows(writer).isEmpty)
+    }
+
     /// A fresh ledger with account `acct`, and a committer started on it; the caller stops it.
     private func startedCommitter() throws -> (PGConnection, GroupCommitter) {
         let dsn = try TestCluster.freshDatabase()

@@ -321,6 +321,18 @@ import Testing
             #expect(text.contains(expected + "\r") || text.contains(expected + "\n") || text.hasSuffix(expected), "missing \(expected)")
         }
         #expect(text.contains("seqroute_commit_batch_size_count "))
+        // Two turns held on m2; m3's hold is released by its CLOSE.
+        _ = try c.request("OPEN m2 budget=100000")
+        _ = try c.request("ROUTE m2 tokens=10")
+        _ = try c.request("ROUTE m2 tokens=10")
+        _ = try c.request("OPEN m3 budget=100000")
+        _ = try c.request("ROUTE m3 tokens=10")
+        _ = try c.request("CLOSE m3")
+        let later = try get("/metrics")
+        for expected in ["seqroute_open_sessions 2.0", "seqroute_open_holds 2.0"] {
+            #expect(later.contains(expected + "\r") || later.contains(expected + "\n") || later.hasSuffix(expected),
+                    "missing \(expected) in \(later.split(separator: "\n").filter { $0.contains("_open_") })")
+        }
         #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
         #expect(daemon.terminate() == 0)
     }

@@ -29,6 +29,9 @@ DECLARE
     repeats boolean;
     -- The accounts of the batch's sessions and OPENs.
     touched text[];
+    -- When the batch's routes are logged, after its locks: the expiry sweep relies on a
+    -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
+    routed_at timestamptz;
 BEGIN
     SELECT array_agg(x ORDER BY x.n), array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
       INTO batch, kinds, sids, repeats
@@ -203,6 +206,7 @@ BEGIN
     -- 'stale' with the current figures, and the daemon decides again. A route without a
     -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
     IF 'route' = ANY (kinds) THEN
+        routed_at := clock_timestamp();
         RETURN QUERY
         WITH r AS (
             SELECT x.n, x.s, x.t, x.m, x.hd, x.pv, x.l, x.pool, x.task, x.pt, x.f, x.bs, x.hs, x.fe, x.p, x.sc, x.pu,
@@ -232,9 +236,9 @@ BEGIN
                        ELSE 'stale' END AS verdict
               FROM w
         ), logged AS (
-            INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
-                                   budget_state, holds, feasible, model, propensity, scores, hold, status, peer_uid)
-            SELECT v.s, v.t, v.pv, v.l, v.pool, v.task, v.pt, v.f, v.bs, v.hs, v.fe,
+            INSERT INTO decisions (session_id, turn, decided_at, policy_version, lambda, pool_id, task, prompt_tokens,
+                                   features, budget_state, holds, feasible, model, propensity, scores, hold, status, peer_uid)
+            SELECT v.s, v.t, routed_at, v.pv, v.l, v.pool, v.task, v.pt, v.f, v.bs, v.hs, v.fe,
                    CASE WHEN v.verdict = 'ok' THEN v.m END, CASE WHEN v.verdict = 'ok' THEN v.p END,
                    CASE WHEN v.verdict = 'ok' THEN v.sc END, CASE WHEN v.verdict = 'ok' THEN v.hd ELSE 0 END,
                    CASE WHEN v.verdict = 'ok' THEN 'held' ELSE 'bankrupt' END, v.pu
@@ -284,37 +288,58 @@ CREATE OR REPLACE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_resu
 LANGUAGE sql AS $$ SELECT * FROM seqroute_apply(ops::json) $$;
 
 -- Money rule 3: holds not reported within max_age are captured at their full amount.
+--
+-- No index knows which decisions are held (009_hot_reports.sql), so each sweep reads the
+-- decisions dated from where the last one reached up to the cutoff, through decisions_time,
+-- and keeps the held ones: every decision is read about once after it falls due. A decision
+-- still uncommitted when a sweep reads is not lost: its transaction had an id before it dated
+-- the decision (routed_at in seqroute_apply), so either the sweep saw that transaction
+-- running and reaches no further than its start, or the decision is dated after the sweep
+-- began, past the cutoff.
 CREATE OR REPLACE FUNCTION seqroute_expire_holds(max_age interval) RETURNS integer
 LANGUAGE plpgsql
-SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
-    d   record;
-    n   integer := 0;
+    cutoff  timestamptz := now() - max_age;
+    since   timestamptz;
+    reach   timestamptz;
+    due     text[];
+    d       record;
+    n       integer := 0;
 BEGIN
-    PERFORM 1 FROM accounts
-     WHERE id IN (SELECT se.account_id FROM sessions se JOIN decisions dd ON dd.session_id = se.id
-                   WHERE dd.status = 'held' AND dd.decided_at < now() - max_age)
-     ORDER BY id FOR UPDATE;
-    PERFORM seqroute_roll_periods(array(SELECT se.account_id FROM sessions se JOIN decisions dd ON dd.session_id = se.id
-                                         WHERE dd.status = 'held' AND dd.decided_at < now() - max_age));
-    PERFORM 1 FROM sessions
-     WHERE id IN (SELECT dd.session_id FROM decisions dd
-                   WHERE dd.status = 'held' AND dd.decided_at < now() - max_age)
-     ORDER BY id FOR UPDATE;
-    FOR d IN SELECT dd.session_id, dd.turn, dd.hold, se.account_id
-               FROM decisions dd JOIN sessions se ON se.id = dd.session_id
-              WHERE dd.status = 'held' AND dd.decided_at < now() - max_age
-              FOR UPDATE OF dd LOOP
-        IF d.hold > 0 THEN
-            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
-            VALUES ('expiry', d.account_id, d.session_id, d.turn, d.hold);
-        END IF;
-        UPDATE decisions SET status = 'expired' WHERE session_id = d.session_id AND turn = d.turn;
-        UPDATE sessions SET held = held - d.hold, spent = spent + d.hold WHERE id = d.session_id;
-        UPDATE accounts SET held = held - d.hold, spent = spent + d.hold, updated_at = now()
-         WHERE id = d.account_id;
-        n := n + 1;
-    END LOOP;
+    -- One sweep at a time, across daemons.
+    SELECT swept_to INTO since FROM hold_expiry_progress FOR UPDATE;
+    -- Read before the decisions, whose statement takes a later snapshot. The daemon's role sees
+    -- its own transactions, and only it runs seqroute_apply().
+    SELECT least(cutoff, min(a.xact_start)) INTO reach
+      FROM pg_stat_activity a
+     WHERE a.pid <> pg_backend_pid() AND a.backend_xid IS NOT NULL;
+    due := array(SELECT dd.session_id FROM decisions dd
+                  WHERE dd.decided_at >= since AND dd.decided_at < cutoff AND dd.status = 'held');
+    IF cardinality(due) > 0 THEN
+        PERFORM 1 FROM accounts
+         WHERE id IN (SELECT se.account_id FROM sessions se WHERE se.id = ANY (due))
+         ORDER BY id FOR UPDATE;
+        PERFORM seqroute_roll_periods(array(SELECT DISTINCT se.account_id FROM sessions se WHERE se.id = ANY (due)));
+        PERFORM 1 FROM sessions WHERE id = ANY (due) ORDER BY id FOR UPDATE;
+        -- Read again under the locks: a REPORT or CLOSE may have settled the hold meanwhile.
+        FOR d IN SELECT dd.session_id, dd.turn, dd.hold, se.account_id
+                   FROM decisions dd JOIN sessions se ON se.id = dd.session_id
+                  WHERE dd.decided_at >= since AND dd.decided_at < cutoff AND dd.status = 'held'
+                    AND dd.session_id = ANY (due)
+                  FOR UPDATE OF dd LOOP
+            IF d.hold > 0 THEN
+                INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
+                VALUES ('expiry', d.account_id, d.session_id, d.turn, d.hold);
+            END IF;
+            UPDATE decisions SET status = 'expired' WHERE session_id = d.session_id AND turn = d.turn;
+            UPDATE sessions SET held = held - d.hold, spent = spent + d.hold WHERE id = d.session_id;
+            UPDATE accounts SET held = held - d.hold, spent = spent + d.hold, updated_at = now()
+             WHERE id = d.account_id;
+            n := n + 1;
+        END LOOP;
+    END IF;
+    UPDATE hold_expiry_progress SET swept_to = reach;
     RETURN n;
 END $$;
 
