@@ -101,18 +101,100 @@ import Testing
         return (db, committer)
     }
 
+    /// A ROUTE record for the committer tests: a hold of 100 on model "m".
+    private func route(_ session: String, _ turn: Int) -> LedgerOperation {
+        .route(RouteRecord(session: session, turn: turn, model: "m", hold: 100, minHold: 100, policyVersion: "test",
+                           lambda: 0, poolID: "pool", task: nil, promptTokens: 10, features: [0.5, 0.25],
+                           budgetState: [Double(turn), 0, 1000, 0, 0, 0], holds: [100], feasible: [true],
+                           propensity: 1, scores: nil))
+    }
+
+    /// A batch whose rows arrive and whose commit then fails (a deferred check refuses session
+    /// `boom` at commit) is not acknowledged: its other operations are applied on their own and
+    /// answered, boom's ROUTE gets `internal`, and nothing of it is in the ledger.
+    @Test func aBatchThatFailsAtCommitAfterItsRowsIsNotAcknowledged() async throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        try db.query("""
+            CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.session_id = 'boom' THEN RAISE EXCEPTION 'boom refused at commit'; END IF;
+                RETURN NULL;
+            END $$
+            """)
+        try db.query("""
+            CREATE CONSTRAINT TRIGGER refuse_boom AFTER INSERT ON decisions DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION refuse_boom()
+            """)
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
+        try committer.start()
+        defer { committer.stop() }
+
+        let sessions = ["a", "boom", "b"]
+        var ops: [LedgerOperation] = sessions.map {
+            .open(session: $0, account: "acct", user: nil, budget: 1000, horizon: nil, lambda: nil)
+        }
+        ops += sessions.map { route($0, 1) }
+        let done = LockedResults(count: ops.count)
+        for (i, op) in ops.enumerated() { committer.submit(op) { done.set(i, $0) } }
+        let answers = await done.all()
+        for i in [0, 1, 2, 3, 5] { #expect(try answers[i].get().status == "ok", "operation \(i)") }
+        guard case .failure(.internalError(let message)) = answers[4] else {
+            Issue.record("boom's ROUTE answered \(answers[4])")
+            return
+        }
+        #expect(message.contains("boom refused at commit"))
+        #expect(try db.query("SELECT session_id FROM decisions ORDER BY 1").map { $0[0] } == ["a", "b"])
+        #expect(try db.query("SELECT held FROM sessions WHERE id = 'boom'").first?[0] == "0")
+        #expect(try db.query("SELECT held FROM accounts WHERE id = 'acct'").first?[0] == "200")
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
+    /// A batch that commits but whose answer rows do not answer each operation (here the batch
+    /// function is wrapped to drop them for a ROUTE of session `mute`) gets `internal`, and is
+    /// not applied again: the hold is in the ledger once, and the committer goes on serving.
+    @Test func aCommittedBatchWithoutItsAnswersIsNotAppliedAgain() async throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        try db.query("ALTER FUNCTION seqroute_apply(json) RENAME TO seqroute_apply_whole")
+        try db.query("""
+            CREATE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result LANGUAGE plpgsql AS $$
+            DECLARE
+                r seqroute_result;
+                mute boolean := EXISTS (SELECT 1 FROM json_array_elements(ops) e WHERE e->>'k' = 'route' AND e->>'s' = 'mute');
+            BEGIN
+                FOR r IN SELECT * FROM seqroute_apply_whole(ops) LOOP
+                    IF NOT mute THEN RETURN NEXT r; END IF;
+                END LOOP;
+            END $$
+            """)
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
+        try committer.start()
+        defer { committer.stop() }
+
+        let opened = await committer.submit(.open(session: "mute", account: "acct", user: nil, budget: 1000,
+                                                  horizon: nil, lambda: nil))
+        #expect(try opened.get().status == "ok")
+        guard case .failure(.internalError) = await committer.submit(route("mute", 1)) else {
+            Issue.record("the unanswered ROUTE was not answered internal")
+            return
+        }
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE session_id = 'mute'").first?[0] == "1")
+        #expect(try db.query("SELECT count(*) FROM ledger_entries WHERE session_id = 'mute'").first?[0] == "1")
+        #expect(try db.query("SELECT held FROM sessions WHERE id = 'mute'").first?[0] == "100")
+        #expect(try reconciliationRows(db).isEmpty)
+        let status = await committer.submit(.status(session: "mute"))
+        #expect(try status.get().held == 100)
+    }
+
     /// Many operations of one session queued at once through a real committer: each is applied
     /// after the one before it, and every answer is the one a serial order gives.
     @Test func oneSessionsQueuedOperationsAreAppliedInOrder() async throws {
         let (db, committer) = try startedCommitter()
         defer { committer.stop() }
 
-        func route(_ session: String, _ turn: Int) -> LedgerOperation {
-            .route(RouteRecord(session: session, turn: turn, model: "m", hold: 100, minHold: 100, policyVersion: "test",
-                               lambda: 0, poolID: "pool", task: nil, promptTokens: 10, features: [0.5, 0.25],
-                               budgetState: [Double(turn), 0, 1000, 0, 0, 0], holds: [100], feasible: [true],
-                               propensity: 1, scores: nil))
-        }
         var ops: [LedgerOperation] = []
         for s in ["p", "q", "r"] {
             ops.append(.open(session: s, account: "acct", user: nil, budget: 1000, horizon: 4, lambda: nil))
