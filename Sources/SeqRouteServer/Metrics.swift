@@ -96,14 +96,16 @@ public final class DaemonMetrics: @unchecked Sendable {
             reconnectsSeen = seen
             ledgerUp.record(committer.isConnected ? 1 : 0)
             if ledger?.isHealthy != true { ledger = try? PGConnection(dsn: dsn) }
-            // Open holds belong to sessions not closed yet (CLOSE releases them): both counts read
-            // only those sessions (the partial index sessions_unclosed) and their decisions by key.
+            // Holds of money belong to sessions not closed yet that hold money: both counts read
+            // only sessions not closed (the partial index sessions_unclosed), and the decisions
+            // of those that hold money, by key.
             if let db = ledger,
                let row = try? db.query("""
-                   SELECT count(*) FILTER (WHERE se.state = 'open'), coalesce(sum(h.n), 0)
+                   SELECT count(*) FILTER (WHERE se.state = 'open'),
+                          coalesce(sum(CASE WHEN se.held > 0 THEN
+                              (SELECT count(*) FROM decisions d
+                                WHERE d.session_id = se.id AND d.status = 'held' AND d.hold > 0) ELSE 0 END), 0)
                      FROM sessions se
-                     CROSS JOIN LATERAL (SELECT count(*) AS n FROM decisions d
-                                          WHERE d.session_id = se.id AND d.status = 'held') h
                     WHERE se.closed_at IS NULL
                    """).first {
                 openSessions.record(row.int(0) ?? 0)

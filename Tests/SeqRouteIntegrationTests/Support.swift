@@ -34,6 +34,23 @@ enum TestCluster {
         try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: db)
         return dsn
     }
+
+    /// A fresh database owned and migrated by a role of its own that is no superuser, as with an
+    /// external PostgreSQL (docs/OPERATIONS.md); returns that role's DSN.
+    static func freshDatabaseOfOwnRole() throws -> String {
+        let pg = try shared.get()
+        let name = "o_" + String(UInt64.random(in: 0..<UInt64.max), radix: 36)
+        let admin = try PGConnection(dsn: pg.adminDSN)
+        try admin.execute(script: "CREATE ROLE \(name) LOGIN")
+        try admin.execute(script: "CREATE DATABASE \(name) OWNER \(name)")
+        try admin.execute(script: """
+            DO $$ BEGIN CREATE ROLE seqroute_auditor NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$
+            """)
+        let dsn = pg.adminDSN.replacingOccurrences(of: "dbname=postgres", with: "dbname=\(name)")
+            .replacingOccurrences(of: "user=seqroute", with: "user=\(name)")
+        try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: try PGConnection(dsn: dsn))
+        return dsn
+    }
 }
 
 /// Every folder a test makes lives under one root per test process, removed when the process

@@ -13,9 +13,8 @@
 -- Every statement touches a handful of rows by key, driven by the batch. The planner cannot
 -- know how small the batch is, and would rather hash a young sessions or decisions table whole
 -- than probe it by key, a choice whose cost grows with the log. Nested loops only, then: the
--- batch drives, the big tables are probed by key. No bitmap scans either: they would AND the
--- session's key with the partial index of open holds, whose dead entries pile up between
--- vacuums. Plans are made once (generic), not for every batch. And no JIT: compiling these
+-- batch drives, the big tables are probed by key. No bitmap scans either: each probe finds a
+-- row or a handful, which a plain index scan reads directly. Plans are made once (generic), not for every batch. And no JIT: compiling these
 -- statements costs more than running them.
 CREATE OR REPLACE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
@@ -206,6 +205,8 @@ BEGIN
     -- 'stale' with the current figures, and the daemon decides again. A route without a
     -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
     IF 'route' = ANY (kinds) THEN
+        -- The transaction has an id once it has locked a row; a batch that locked none gets one here.
+        PERFORM txid_current();
         routed_at := clock_timestamp();
         RETURN QUERY
         WITH r AS (
@@ -295,7 +296,8 @@ LANGUAGE sql AS $$ SELECT * FROM seqroute_apply(ops::json) $$;
 -- still uncommitted when a sweep reads is not lost: its transaction had an id before it dated
 -- the decision (routed_at in seqroute_apply), so either the sweep saw that transaction
 -- running and reaches no further than its start, or the decision is dated after the sweep
--- began, past the cutoff.
+-- began, past the cutoff. And `swept_to` never moves back: decisions dated before it were all
+-- seen once committed, and every later one is dated after it.
 CREATE OR REPLACE FUNCTION seqroute_expire_holds(max_age interval) RETURNS integer
 LANGUAGE plpgsql
 SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
@@ -308,12 +310,14 @@ DECLARE
     n       integer := 0;
 BEGIN
     -- One sweep at a time, across daemons.
-    SELECT swept_to INTO since FROM hold_expiry_progress FOR UPDATE;
-    -- Read before the decisions, whose statement takes a later snapshot. The daemon's role sees
-    -- its own transactions, and only it runs seqroute_apply().
-    SELECT least(cutoff, min(a.xact_start)) INTO reach
+    SELECT swept_to INTO STRICT since FROM hold_expiry_progress FOR UPDATE;
+    -- Read before the decisions, whose statement takes a later snapshot. A writer whose start
+    -- this role may not see (another role's, or with track_activities off) holds the sweep
+    -- where it is.
+    SELECT greatest(since, least(cutoff, min(coalesce(a.xact_start, since)))) INTO reach
       FROM pg_stat_activity a
-     WHERE a.pid <> pg_backend_pid() AND a.backend_xid IS NOT NULL;
+     WHERE a.pid <> pg_backend_pid() AND a.backend_xid IS NOT NULL
+       AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database());
     due := array(SELECT dd.session_id FROM decisions dd
                   WHERE dd.decided_at >= since AND dd.decided_at < cutoff AND dd.status = 'held');
     IF cardinality(due) > 0 THEN
