@@ -117,7 +117,7 @@ public enum LineProtocol {
             try expectNoArguments(verb, words)
             return .stats
         case "OPEN":
-            var a = try Arguments(verb, words, positional: 1, allowed: ["budget", "account", "user", "horizon", "lambda"])
+            let a = try Arguments(verb, words, positional: 1, allowed: openKeys)
             return .open(OpenRequest(
                 session: try identifier(a.positional[0], "session"),
                 budget: try a.take("budget").map { try money($0, "budget", allowZero: false) },
@@ -126,7 +126,7 @@ public enum LineProtocol {
                 horizon: try a.take("horizon").map { try integer($0, "horizon", 1...Limits.maxHorizon) },
                 lambda: try a.take("lambda").map { try lambdaValue($0) }))
         case "ROUTE":
-            var a = try Arguments(verb, words, positional: 1, allowed: ["tokens", "task", "text", "features", "lambda"])
+            let a = try Arguments(verb, words, positional: 1, allowed: routeKeys)
             return .route(RouteRequest(
                 session: try identifier(a.positional[0], "session"),
                 tokens: try a.take("tokens").map { try integer($0, "tokens", 0...Limits.maxTokens) },
@@ -135,7 +135,7 @@ public enum LineProtocol {
                 features: try a.take("features").map { try featureVector($0) },
                 lambda: try a.take("lambda").map { try lambdaValue($0) }))
         case "REPORT":
-            var a = try Arguments(verb, words, positional: 2, allowed: ["cost", "quality", "in", "out"])
+            let a = try Arguments(verb, words, positional: 2, allowed: reportKeys)
             guard let cost = a.take("cost") else { throw ProtocolError.badRequest("REPORT needs cost=<micros>") }
             return .report(ReportRequest(
                 session: try identifier(a.positional[0], "session"),
@@ -145,7 +145,7 @@ public enum LineProtocol {
                 inTokens: try a.take("in").map { try integer($0, "in", 0...Limits.maxTokens) },
                 outTokens: try a.take("out").map { try integer($0, "out", 0...Limits.maxTokens) }))
         case "FEEDBACK":
-            var a = try Arguments(verb, words, positional: 2, allowed: ["quality"])
+            let a = try Arguments(verb, words, positional: 2, allowed: feedbackKeys)
             guard let q = a.take("quality") else { throw ProtocolError.badRequest("FEEDBACK needs quality=<q>") }
             return .feedback(
                 session: try identifier(a.positional[0], "session"),
@@ -167,38 +167,50 @@ public enum LineProtocol {
         if !words.isEmpty { throw ProtocolError.badRequest("\(verb) takes no arguments") }
     }
 
-    /// Fixed positional words first, then `key=value` pairs, each key at most once.
+    private static let openKeys = ["budget", "account", "user", "horizon", "lambda"]
+    private static let routeKeys = ["tokens", "task", "text", "features", "lambda"]
+    private static let reportKeys = ["cost", "quality", "in", "out"]
+    private static let feedbackKeys = ["quality"]
+
+    /// Fixed positional words first, then `key=value` pairs, each key at most once. The keys
+    /// are a handful, so they are found by a scan: hashing them cost more than the rest of the
+    /// parse.
     private struct Arguments {
         var positional: [String]
-        var named: [String: String]
+        let allowed: [String]
+        /// The value of each allowed key, in `allowed`'s order; nil when absent.
+        var values: [String?]
 
-        init(_ verb: String, _ words: [String], positional count: Int, allowed: Set<String>) throws {
-            guard words.count >= count, !words.prefix(count).contains(where: { $0.contains("=") }) else {
+        init(_ verb: String, _ words: [String], positional count: Int, allowed: [String]) throws {
+            guard words.count >= count, !words.prefix(count).contains(where: { $0.utf8.contains(UInt8(ascii: "=")) }) else {
                 let what = count == 1 ? "a session id" : "a session id and a turn"
                 throw ProtocolError.badRequest("\(verb) needs \(what)")
             }
             positional = Array(words.prefix(count))
-            named = [:]
+            self.allowed = allowed
+            values = Array(repeating: nil, count: allowed.count)
             for word in words.dropFirst(count) {
-                guard let eq = word.firstIndex(of: "=") else {
+                guard let eq = word.utf8.firstIndex(of: UInt8(ascii: "=")) else {
                     throw ProtocolError.badRequest("expected key=value, got \(shorten(word))")
                 }
-                let key = String(word[..<eq])
-                guard allowed.contains(key) else {
-                    throw ProtocolError.badRequest("\(verb) takes no argument \(shorten(key))")
+                let key = word.utf8[..<eq]
+                guard let slot = allowed.firstIndex(where: { $0.utf8.elementsEqual(key) }) else {
+                    throw ProtocolError.badRequest("\(verb) takes no argument \(shorten(String(word[..<eq])))")
                 }
-                guard named[key] == nil else { throw ProtocolError.badRequest("\(key) given twice") }
-                named[key] = String(word[word.index(after: eq)...])
+                guard values[slot] == nil else { throw ProtocolError.badRequest("\(allowed[slot]) given twice") }
+                values[slot] = String(word[word.utf8.index(after: eq)...])
             }
         }
 
-        mutating func take(_ key: String) -> String? { named.removeValue(forKey: key) }
+        func take(_ key: String) -> String? { values[allowed.firstIndex(of: key)!] }
     }
 
     static func shorten(_ s: String) -> String { s.count > 32 ? String(s.prefix(32)) + "..." : s }
 
     /// Percent-decodes a value; the result must be valid UTF-8.
     public static func percentDecoded(_ s: String, _ name: String) throws -> String {
+        // Most values have no escape; a String is valid UTF-8 already.
+        if !s.utf8.contains(UInt8(ascii: "%")) { return s }
         var s = s
         let out: [UInt8]? = s.withUTF8 { bytes in
             var out: [UInt8] = []
