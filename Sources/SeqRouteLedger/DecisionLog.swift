@@ -20,7 +20,7 @@ extension PGConnection {
         var failure: Error?
         try copyOut("""
             COPY (SELECT d.session_id, d.turn, extract(epoch FROM d.decided_at), d.policy_version, d.lambda, d.task,
-                         d.features, d.budget_state, d.holds, d.feasible, d.model, d.propensity, d.status, d.cost,
+                         encode(d.features, 'hex'), d.budget_state, d.holds, d.feasible, d.model, d.propensity, d.status, d.cost,
                          d.quality, s.budget, s.state
                     FROM decisions d JOIN sessions s ON s.id = d.session_id
                    WHERE d.pool_id = current_setting('seqroute.log_pool')
@@ -62,7 +62,7 @@ extension PGConnection {
         let feasible: [String] = try CopyText.array(try need(9))
         return DecisionRecord(
             sessionID: try need(0), turn: try number(1), decidedAt: try number(2), policyVersion: try need(3),
-            lambda: try number(4), task: f[5], features: try CopyText.array(try need(6)),
+            lambda: try number(4), task: f[5], features: try FeatureBytes.decode(hex: try need(6)),
             horizon: state[1] > 0 ? Int(state[1]) : nil, spent: Int64(state[3]), held: Int64(state[4]),
             accountRemaining: Int64(state[5]), holds: try CopyText.array(try need(8)),
             feasible: feasible.map { $0 == "t" }, model: model, propensity: f[11].flatMap(Double.init),

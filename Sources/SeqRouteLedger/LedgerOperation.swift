@@ -78,8 +78,7 @@ public enum LedgerOperation: Sendable {
             o.add("k", "route"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("m", r.model)
             o.add("hd", r.hold); o.add("mh", r.minHold); o.add("pv", r.policyVersion); o.add("l", r.lambda)
             o.add("pool", r.poolID); o.add("task", r.task); o.add("pt", Int64(r.promptTokens))
-            // Features are stored as real (float4): printed at that precision, the batch stays small.
-            o.addArray("f", r.features) { Float($0).description }
+            o.addFeatures("fb", r.features)
             o.addArray("bs", r.budgetState) { $0.description }
             o.addArray("hs", r.holds) { String($0) }
             o.addArray("fe", r.feasible) { $0 ? "t" : "f" }
@@ -152,7 +151,8 @@ public enum LedgerFailure: Error, Equatable, Sendable {
 private struct JSONObject {
     var bytes: [UInt8] = []
 
-    init() { bytes.reserveCapacity(512) }
+    // A ROUTE with 64 features takes about 1 kB.
+    init() { bytes.reserveCapacity(1024) }
 
     mutating func key(_ k: StaticString) {
         if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
@@ -176,6 +176,13 @@ private struct JSONObject {
         key(k)
         bytes.append(contentsOf: v.description.utf8)
     }
+    /// Features as bytea's hex text (`\x…`), as a JSON string.
+    mutating func addFeatures(_ k: StaticString, _ features: [Double]) {
+        key(k)
+        bytes.append(contentsOf: #""\\x"#.utf8)
+        FeatureBytes.appendHex(features, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
     /// A PostgreSQL array literal of plain numbers or booleans, as a JSON string.
     mutating func addArray<T>(_ k: StaticString, _ items: [T], _ text: (T) -> String) {
         key(k)
@@ -187,6 +194,44 @@ private struct JSONObject {
         }
         bytes.append(UInt8(ascii: "}"))
         bytes.append(UInt8(ascii: "\""))
+    }
+}
+
+/// How the decision log stores features (`decisions.features`, a bytea): IEEE 754 binary32,
+/// big-endian (the byte order of PostgreSQL's float4send), 4 bytes per feature. Parsing them as
+/// text was the largest part of the batch function's decoding (docs/BENCHMARKS.md).
+enum FeatureBytes {
+    /// Appends the features as hex digits, 8 per feature (gathered in a word, appended at once).
+    static func appendHex(_ features: [Double], to bytes: inout [UInt8]) {
+        for value in features {
+            let bits = Float(value).bitPattern
+            var word: UInt64 = 0
+            for i in 0..<8 {
+                let nibble = UInt64(bits >> UInt32(28 - 4 * i)) & 0xF
+                word |= (nibble < 10 ? nibble + 48 : nibble + 87) << UInt64(8 * i)  // '0'..., 'a'...
+            }
+            withUnsafeBytes(of: word.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+    }
+
+    /// The features from their hex digits (as `encode(features, 'hex')` gives them).
+    static func decode(hex: String) throws -> [Double] {
+        let text = Array(hex.utf8)
+        guard text.count % 8 == 0 else { throw DecisionLogError(description: "features are \(text.count) hex digits, not 8 per value") }
+        var out: [Double] = []
+        out.reserveCapacity(text.count / 8)
+        var bits: UInt32 = 0
+        for (i, c) in text.enumerated() {
+            let v: UInt8
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
+            default: throw DecisionLogError(description: "features hold a non-hex character")
+            }
+            bits = bits << 4 | UInt32(v)
+            if i % 8 == 7 { out.append(Double(Float(bitPattern: bits))); bits = 0 }
+        }
+        return out
     }
 }
 

@@ -249,12 +249,35 @@ import Testing
         let session = try #require(try db.query("SELECT user_id, lambda FROM sessions WHERE id = 'e'").first)
         #expect(session[0] == user)
         #expect(session.double(1) == 0.125)
+        // The features' bytes are what PostgreSQL's own float4send makes of the same numbers.
         let d = try #require(try db.query("""
-            SELECT model, policy_version, task, features, budget_state, holds, feasible, propensity, scores, hold
+            SELECT model, policy_version, task, features = seqroute_features_bytes('{0.1,-2.5e-07,3}'), budget_state, holds,
+                   feasible, propensity, scores, hold
               FROM decisions WHERE session_id = 'e' AND turn = 1
             """).first)
-        #expect(d.values == ["vendor/model \"x\"", "v\\1", "arc-challenge", "{0.1,-2.5e-07,3}", "{1,0,1000,0,0,999999.5}",
+        #expect(d.values == ["vendor/model \"x\"", "v\\1", "arc-challenge", "t", "{1,0,1000,0,0,999999.5}",
                              "{100,250}", "{t,f}", "0.75", "{-1.5,1e-09}", "250"])
+    }
+
+    /// A daemon of an earlier release sends features as a real[] literal (`f`): they are logged as
+    /// the same bytes, and the decision log reads them back as the numbers sent.
+    @Test func featuresOfAnEarlierReleaseAreLoggedAsTheSameBytes() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.setAccount("acct", cap: 1_000_000)
+        for s in ["old", "new"] {
+            try db.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"open","s":"\#(s)","a":"acct","b":5000}]"#])
+        }
+        func route(_ s: String, _ features: String) -> String {
+            #"[{"n":1,"k":"route","s":"\#(s)","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,\#(features),"#
+                + #""bs":[1,0,5000,0,0,0],"hs":[300],"fe":[true]}]"#
+        }
+        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route("old", #""f":"{0.5,-1.25e-3}""#)]).first?[0] == "ok")
+        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route("new", #""fb":"\\x3f000000baa3d70a""#)]).first?[0] == "ok")
+        #expect(try db.query("SELECT encode(features, 'hex') FROM decisions ORDER BY session_id").map { $0[0] }
+                == ["3f000000baa3d70a", "3f000000baa3d70a"])
+        for s in ["old", "new"] { try db.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"close","s":"\#(s)"}]"#]) }
+        let logged = try db.readDecisions(poolID: "p", pool: ["m"])
+        #expect(logged.map(\.features) == [[0.5, Double(Float(-1.25e-3))], [0.5, Double(Float(-1.25e-3))]])
     }
 }
 

@@ -95,7 +95,7 @@ import Testing
         #expect(report.decisions == 8)
         let db = try PGConnection(dsn: dsn)
         let logged = try db.query("""
-            SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM unnest(features) v WHERE v <> 0)), count(*),
+            SELECT count(*) FILTER (WHERE features <> decode(repeat('00', length(features)), 'hex')), count(*),
                    min(prompt_tokens) FROM decisions
             """)[0]
         #expect(logged.int(0) == 8 && logged.int(1) == 8, "every ROUTE's features are non-zero: \(logged.values)")

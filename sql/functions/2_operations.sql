@@ -210,7 +210,9 @@ BEGIN
         routed_at := clock_timestamp();
         RETURN QUERY
         WITH r AS (
-            SELECT x.n, x.s, x.t, x.m, x.hd, x.pv, x.l, x.pool, x.task, x.pt, x.f, x.bs, x.hs, x.fe, x.p, x.sc, x.pu,
+            -- Features as bytes (fb); as a real[] (f) from daemons of earlier releases.
+            SELECT x.n, x.s, x.t, x.m, x.hd, x.pv, x.l, x.pool, x.task, x.pt,
+                   coalesce(x.fb, seqroute_features_bytes(x.f)) AS f, x.bs, x.hs, x.fe, x.p, x.sc, x.pu,
                    se.id IS NOT NULL AS known, se.account_id, se.closed_at IS NOT NULL AS closed, se.state, se.turns,
                    se.budget, se.spent, se.held, se.horizon, se.lambda AS session_lambda,
                    se.turns + 1 = x.t AS turn_ok,
