@@ -15,7 +15,7 @@ DECLARE
 BEGIN
     INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, task, prompt_tokens, features,
                            budget_state, holds, feasible, model, propensity, scores, hold, status)
-    SELECT id, t, 'floor', 0.1, 'floor', 'qa', 300, array_fill(0.125::real, ARRAY[64]),
+    SELECT id, t, 'floor', 0.1, 'floor', 'qa', 300, decode(repeat('3e000000', 64), 'hex'),
            '{1,4,50000,0,0,1e12}'::float8[], '{192,1332,13312,13312,1152,16640,497,576,128,384,512}'::bigint[],
            array_fill(true, ARRAY[11]), 'gpt-4-1106-preview', 0.9, array_fill(0.5::float8, ARRAY[11]), 5000, 'held'
       FROM unnest(ids) id;

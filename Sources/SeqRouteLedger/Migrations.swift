@@ -1,8 +1,8 @@
 // Numbered SQL migrations from sql/, applied in order, each once (recorded in
 // schema_migrations); then the definitions in sql/functions/, each applied again whenever its
 // text changed (its SHA-256 is recorded in schema_definitions), so that a function is changed
-// by editing it rather than by copying it into a new migration. Several migrators at once
-// serialize on an advisory lock.
+// by editing it rather than by copying it into a new migration. Whatever is pending is applied
+// in one transaction. Several migrators at once serialize on an advisory lock.
 
 import Foundation
 
@@ -61,41 +61,41 @@ public enum Migrations {
                 name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
             """)
         let done = Set(try db.query("SELECT version FROM schema_migrations").compactMap { $0.int(0) })
-        var applied: [String] = []
-        let numbered = migrations.compactMap { m in m.version.map { ($0, m) } }.sorted { $0.0 < $1.0 }
-        for (version, m) in numbered where !done.contains(version) {
-            try transaction(m.name, on: db) {
-                try db.execute(script: m.sql)
-                try db.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(version), m.name])
-            }
-            applied.append(m.name)
-        }
         let recorded = Dictionary(uniqueKeysWithValues: try db.query("SELECT name, sha256 FROM schema_definitions")
             .map { ($0[0] ?? "", $0[1] ?? "") })
+        var steps: [(name: String, run: () throws -> Void)] = []
+        let numbered = migrations.compactMap { m in m.version.map { ($0, m) } }.sorted { $0.0 < $1.0 }
+        for (version, m) in numbered where !done.contains(version) {
+            steps.append((m.name, {
+                try db.execute(script: m.sql)
+                try db.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(version), m.name])
+            }))
+        }
         for m in migrations where m.version == nil {
             let sum = try db.query("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", [m.sql])[0][0] ?? ""
             guard recorded[m.name] != sum else { continue }
-            try transaction(m.name, on: db) {
+            steps.append((m.name, {
                 try db.execute(script: m.sql)
                 try db.query("""
                     INSERT INTO schema_definitions (name, sha256) VALUES ($1, $2)
                     ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()
                     """, [m.name, sum])
+            }))
+        }
+        guard !steps.isEmpty else { return [] }
+        // Everything pending commits at once: a release's schema changes and the functions written
+        // for them appear together, so no batch runs an old function on a new table.
+        try db.execute(script: "BEGIN")
+        for step in steps {
+            do {
+                try step.run()
+            } catch {
+                _ = try? db.execute(script: "ROLLBACK")
+                throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration \(step.name) failed: \(error)",
+                              connectionLost: (error as? PGError)?.connectionLost ?? false)
             }
-            applied.append(m.name)
         }
-        return applied
-    }
-
-    private static func transaction(_ name: String, on db: PGConnection, _ body: () throws -> Void) throws {
-        do {
-            try db.execute(script: "BEGIN")
-            try body()
-            try db.execute(script: "COMMIT")
-        } catch {
-            _ = try? db.execute(script: "ROLLBACK")
-            throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration \(name) failed: \(error)",
-                          connectionLost: (error as? PGError)?.connectionLost ?? false)
-        }
+        try db.execute(script: "COMMIT")
+        return steps.map(\.name)
     }
 }

@@ -25,14 +25,17 @@ enum TestCluster {
 
     /// A fresh, migrated database; returns its DSN.
     static func freshDatabase() throws -> String {
+        let dsn = try emptyDatabase()
+        try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: try PGConnection(dsn: dsn))
+        return dsn
+    }
+
+    /// A fresh database with nothing in it; returns its DSN.
+    static func emptyDatabase() throws -> String {
         let pg = try shared.get()
         let name = "t_" + String(UInt64.random(in: 0..<UInt64.max), radix: 36)
-        let admin = try PGConnection(dsn: pg.adminDSN)
-        try admin.execute(script: "CREATE DATABASE \(name)")
-        let dsn = pg.adminDSN.replacingOccurrences(of: "dbname=postgres", with: "dbname=\(name)")
-        let db = try PGConnection(dsn: dsn)
-        try Migrations.apply(Migrations.load(from: packageRoot + "/sql"), on: db)
-        return dsn
+        try PGConnection(dsn: pg.adminDSN).execute(script: "CREATE DATABASE \(name)")
+        return pg.adminDSN.replacingOccurrences(of: "dbname=postgres", with: "dbname=\(name)")
     }
 
     /// A fresh database owned and migrated by a role of its own that is no superuser, as with an
