@@ -83,6 +83,16 @@ public enum Migrations {
             }))
         }
         guard !steps.isEmpty else { return [] }
+        let applied = steps.map(\.name)
+        // Schema changes keep their tables' locks to the end of the transaction below. Taken up
+        // front, in the order a batch takes them, they cannot deadlock with the batches of
+        // daemons serving meanwhile.
+        if steps.contains(where: { !$0.name.hasPrefix("functions/") }),
+           try db.query("SELECT to_regclass('accounts') IS NOT NULL").first?[0] == "t" {
+            steps.insert(("the lock of the ledger's tables", {
+                try db.execute(script: "LOCK TABLE accounts, sessions, decisions, ledger_entries IN ACCESS EXCLUSIVE MODE")
+            }), at: 0)
+        }
         // Everything pending commits at once: a release's schema changes and the functions written
         // for them appear together, so no batch runs an old function on a new table.
         try db.execute(script: "BEGIN")
@@ -95,7 +105,12 @@ public enum Migrations {
                               connectionLost: (error as? PGError)?.connectionLost ?? false)
             }
         }
-        try db.execute(script: "COMMIT")
-        return steps.map(\.name)
+        do {
+            try db.execute(script: "COMMIT")
+        } catch {
+            throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration commit failed: \(error)",
+                          connectionLost: (error as? PGError)?.connectionLost ?? false)
+        }
+        return applied
     }
 }

@@ -31,4 +31,33 @@ import Testing
         #expect(try db.query("SELECT m_f() IS NULL").first?[0] == "t")
         #expect(try Migrations.apply(Migrations.load(from: dir), on: db).isEmpty)
     }
+
+    /// A ledger on the schema of an earlier release, with a held turn, upgraded while it holds
+    /// data: the decision's features become the same numbers as bytes, the expiry sweep starts
+    /// no later than the held turn, and the ledger still reconciles.
+    @Test func anEarlierSchemaWithDataIsUpgraded() throws {
+        let dsn = try TestCluster.emptyDatabase()
+        let db = try PGConnection(dsn: dsn)
+        let all = try Migrations.load(from: packageRoot + "/sql")
+        let earlier = all.filter { ($0.version ?? 0) < 9 }
+        try Migrations.apply(earlier, on: db)
+        try db.setAccount("acct", cap: 1_000_000)
+        try db.execute(script: """
+            INSERT INTO sessions (id, account_id, budget, held, turns) VALUES ('u', 'acct', 5000, 300, 1);
+            UPDATE accounts SET held = 300 WHERE id = 'acct';
+            INSERT INTO decisions (session_id, turn, decided_at, policy_version, lambda, pool_id, prompt_tokens, features,
+                                   budget_state, holds, feasible, model, hold, status)
+            VALUES ('u', 1, now() - interval '1 hour', 'v', 0, 'p', 3, '{0.5,-1.25e-3}', '{1,0,5000,0,0,0}', '{300}',
+                    '{t}', 'm', 300, 'held');
+            INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount) VALUES ('hold', 'acct', 'u', 1, 300);
+            """)
+        #expect(try Migrations.apply(all, on: db) == ["009_hot_reports.sql", "010_binary_features.sql"])
+        #expect(try db.query("SELECT encode(features, 'hex') FROM decisions").first?[0] == "3f000000baa3d70a")
+        #expect(try db.query("""
+            SELECT swept_to <= (SELECT decided_at FROM decisions) FROM hold_expiry_progress
+            """).first?[0] == "t")
+        #expect(try db.query("SELECT seqroute_expire_holds(make_interval(secs => 60))").first?[0] == "1")
+        #expect(try db.query("SELECT spent, held FROM accounts WHERE id = 'acct'").first?.values == ["300", "0"])
+        #expect(try reconciliationRows(db).isEmpty)
+    }
 }
