@@ -14,8 +14,8 @@
 -- know how small the batch is, and would rather hash a young sessions or decisions table whole
 -- than probe it by key, a choice whose cost grows with the log. Nested loops only, then: the
 -- batch drives, the big tables are probed by key. No bitmap scans either: each probe finds a
--- row or a handful, which a plain index scan reads directly. Plans are made once (generic), not for every batch. And no JIT: compiling these
--- statements costs more than running them.
+-- row or a handful, which a plain index scan reads directly. Plans are made once (generic),
+-- not for every batch. And no JIT: compiling these statements costs more than running them.
 CREATE OR REPLACE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
 SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
