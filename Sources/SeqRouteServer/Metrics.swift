@@ -1,7 +1,8 @@
 // Metrics through swift-metrics, kept by swift-prometheus and served as Prometheus text on a
 // second Unix socket or a loopback TCP port (`[server] metrics_socket`, `metrics_port`) at
 // GET /metrics. Counters move as requests are answered; the ledger's figures (open sessions,
-// open holds) are read when scraped, on a connection of their own. The factory is passed to
+// open holds, how far the hold expiry sweep trails) are read when scraped, on a connection of
+// their own. The factory is passed to
 // each metric rather than bootstrapped process-wide, so that nothing else in the process
 // (tests, tools) depends on a global.
 
@@ -24,6 +25,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     private let ledgerUp: CoreMetrics.Gauge
     private let openSessions: CoreMetrics.Gauge
     private let openHolds: CoreMetrics.Gauge
+    private let expiryLag: CoreMetrics.Gauge
     /// Guards the policy gauge and the decision counters (never held across I/O).
     private let lock = NSLock()
     private var policyGauge: CoreMetrics.Gauge?
@@ -47,6 +49,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ledgerUp = CoreMetrics.Gauge(label: "seqroute_ledger_up", factory: f)
         openSessions = CoreMetrics.Gauge(label: "seqroute_open_sessions", factory: f)
         openHolds = CoreMetrics.Gauge(label: "seqroute_open_holds", factory: f)
+        expiryLag = CoreMetrics.Gauge(label: "seqroute_hold_expiry_lag_seconds", factory: f)
     }
 
     /// One answered request: its outcome, and for a ROUTE the model chosen and the latency.
@@ -104,12 +107,14 @@ public final class DaemonMetrics: @unchecked Sendable {
                    SELECT count(*) FILTER (WHERE se.state = 'open'),
                           coalesce(sum(CASE WHEN se.held > 0 THEN
                               (SELECT count(*) FROM decisions d
-                                WHERE d.session_id = se.id AND d.status = 'held' AND d.hold > 0) ELSE 0 END), 0)
+                                WHERE d.session_id = se.id AND d.status = 'held' AND d.hold > 0) ELSE 0 END), 0),
+                          (SELECT extract(epoch FROM now() - swept_to) FROM hold_expiry_progress)
                      FROM sessions se
                     WHERE se.closed_at IS NULL
                    """).first {
                 openSessions.record(row.int(0) ?? 0)
                 openHolds.record(row.int(1) ?? 0)
+                if let lag = row.double(2) { expiryLag.record(lag) }
             }
         }
         return registry.emitToBuffer()

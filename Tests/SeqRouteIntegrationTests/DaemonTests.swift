@@ -329,6 +329,11 @@ import Testing
         _ = try c.request("ROUTE m3 tokens=10")
         _ = try c.request("CLOSE m3")
         let later = try get("/metrics")
+        // The sweep starts where the migration left it, moments ago, and trails by at most the
+        // expiry (600 s here) once running.
+        let lag = later.split(separator: "\n").first { $0.hasPrefix("seqroute_hold_expiry_lag_seconds ") }
+            .flatMap { Double($0.split(separator: " ")[1].trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(lag.map { $0 >= 0 && $0 < 600 } == true, "lag \(String(describing: lag))")
         for expected in ["seqroute_open_sessions 2.0", "seqroute_open_holds 2.0"] {
             #expect(later.contains(expected + "\r") || later.contains(expected + "\n") || later.hasSuffix(expected),
                     "missing \(expected) in \(later.split(separator: "\n").filter { $0.contains("_open_") })")
