@@ -81,10 +81,7 @@ import Testing
             CREATE CONSTRAINT TRIGGER stall AFTER INSERT ON decisions DEFERRABLE INITIALLY DEFERRED
                 FOR EACH ROW EXECUTE FUNCTION stall()
             """)
-        let route = """
-            [{"n":1,"k":"route","s":"x","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"f":[0.5],
-              "bs":[1,0,5000,0,0,0],"hs":[300],"fe":[true]}]
-            """
+        let route = rawRoute("x", features: #""fb":"\\x3f000000""#)
         func sweep() throws -> Int? {
             try sweeper.query("SELECT seqroute_expire_holds(make_interval(secs => 0.2))").first?.int(0)
         }
@@ -107,6 +104,13 @@ import Testing
         let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
         try committer.start()
         return (db, committer)
+    }
+
+    /// A batch of one ROUTE, as seqroute_apply() reads it: turn 1 of `session`, a hold of 300 on
+    /// model "m" of pool "p", with `features` the JSON member that carries them.
+    private func rawRoute(_ session: String, features: String) -> String {
+        #"[{"n":1,"k":"route","s":"\#(session)","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+            + features + #","bs":[1,0,5000,0,0,0],"hs":[300],"fe":[true]}]"#
     }
 
     /// A ROUTE record for the committer tests: a hold of 100 on model "m".
@@ -267,12 +271,8 @@ import Testing
         for s in ["old", "new"] {
             try db.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"open","s":"\#(s)","a":"acct","b":5000}]"#])
         }
-        func route(_ s: String, _ features: String) -> String {
-            #"[{"n":1,"k":"route","s":"\#(s)","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,\#(features),"#
-                + #""bs":[1,0,5000,0,0,0],"hs":[300],"fe":[true]}]"#
-        }
-        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route("old", #""f":"{0.5,-1.25e-3}""#)]).first?[0] == "ok")
-        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route("new", #""fb":"\\x3f000000baa3d70a""#)]).first?[0] == "ok")
+        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [rawRoute("old", features: #""f":"{0.5,-1.25e-3}""#)]).first?[0] == "ok")
+        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [rawRoute("new", features: #""fb":"\\x3f000000baa3d70a""#)]).first?[0] == "ok")
         #expect(try db.query("SELECT encode(features, 'hex') FROM decisions ORDER BY session_id").map { $0[0] }
                 == ["3f000000baa3d70a", "3f000000baa3d70a"])
         for s in ["old", "new"] { try db.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"close","s":"\#(s)"}]"#]) }
