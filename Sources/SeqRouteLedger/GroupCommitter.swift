@@ -31,6 +31,8 @@ public final class GroupCommitter: @unchecked Sendable {
     private var stopped = false
     private var counters = Counters()
     private var thread: Thread?
+    /// The ledger's OID of `seqroute_op`, which every batch names; set on connecting.
+    private var opType: UInt32 = 0
 
     /// How often a down ledger is retried, and unreported holds are expired.
     private let housekeepingInterval: TimeInterval = 0.5
@@ -50,6 +52,7 @@ public final class GroupCommitter: @unchecked Sendable {
     /// Connects (throws when the ledger is unreachable) and starts the committer thread.
     public func start() throws {
         let db = try PGConnection(dsn: dsn)
+        opType = try BatchRecord.checkType(on: db)
         cond.lock()
         connected = true
         cond.unlock()
@@ -80,15 +83,15 @@ public final class GroupCommitter: @unchecked Sendable {
         return connected
     }
 
-    /// A queued operation with its JSON members (`LedgerOperation.jsonMembers`).
+    /// A queued operation with its binary record (`LedgerOperation.record`).
     private struct Pending {
         let op: LedgerOperation
-        let json: [UInt8]
+        let record: [UInt8]
         let done: Completion
     }
 
     public func submit(_ op: LedgerOperation, _ done: @escaping Completion) {
-        let json = op.jsonMembers
+        let record = op.record
         cond.lock()
         guard connected, !stopping else {
             let why = stopping ? "the daemon is shutting down" : "the ledger is unreachable: \(lastFailure)"
@@ -96,7 +99,7 @@ public final class GroupCommitter: @unchecked Sendable {
             done(.failure(.unavailable(why)))
             return
         }
-        queue.append(Pending(op: op, json: json, done: done))
+        queue.append(Pending(op: op, record: record, done: done))
         cond.signal()
         cond.unlock()
     }
@@ -145,7 +148,7 @@ public final class GroupCommitter: @unchecked Sendable {
         while true {
             let rows: [PGRow]
             do {
-                if !sent { try db.send(Self.statement, [Self.encode(batch)]) }
+                if !sent { try db.send(Self.statement, [encode(batch)]) }
                 rows = try db.receive()
             } catch let e as PGError where e.sqlState == "0A000" {
                 // A migration changed what the prepared statement returns; `query` prepares
@@ -163,7 +166,7 @@ public final class GroupCommitter: @unchecked Sendable {
             }
             var sendError: Error?
             if !following.isEmpty {
-                do { try db.send(Self.statement, [Self.encode(following)]) } catch { sendError = error }
+                do { try db.send(Self.statement, [encode(following)]) } catch { sendError = error }
             }
             settle(batch, rows)
             if let sendError {
@@ -248,7 +251,7 @@ public final class GroupCommitter: @unchecked Sendable {
             if failure == nil {
                 attempt += 1
                 do {
-                    settle(batch, try db.query(Self.statement, [Self.encode(batch)], prepared: true))
+                    settle(batch, try db.query(Self.statement, parameters: [encode(batch)], prepared: true))
                     return db
                 } catch {
                     failure = error
@@ -277,21 +280,11 @@ public final class GroupCommitter: @unchecked Sendable {
         }
     }
 
-    private static let statement = "SELECT * FROM seqroute_apply($1::json)"
+    private static let statement = "SELECT * FROM seqroute_apply($1::seqroute_op[])"
 
-    /// The batch as the JSON array that seqroute_apply() decodes (sql/007_batch_op.sql).
-    private static func encode(_ ops: [Pending]) -> String {
-        var json: [UInt8] = [UInt8(ascii: "[")]
-        json.reserveCapacity(ops.reduce(2) { $0 + $1.json.count + 12 })
-        for (i, op) in ops.enumerated() {
-            json.append(contentsOf: (i == 0 ? "{\"n\":" : ",{\"n\":").utf8)
-            json.append(contentsOf: String(i + 1).utf8)
-            json.append(UInt8(ascii: ","))
-            json.append(contentsOf: op.json)
-            json.append(UInt8(ascii: "}"))
-        }
-        json.append(UInt8(ascii: "]"))
-        return String(decoding: json, as: UTF8.self)
+    /// The batch as seqroute_apply() reads it (`BatchRecord`).
+    private func encode(_ ops: [Pending]) -> PGParameter {
+        .binary(BatchRecord.batch(ops.map(\.record), elementType: opType))
     }
 
     /// One row per operation, grouped by kind: put back in the batch's order.
@@ -314,7 +307,9 @@ public final class GroupCommitter: @unchecked Sendable {
         var db = db
         if db == nil || !(db!.isHealthy) {
             do {
-                db = try PGConnection(dsn: dsn)
+                let fresh = try PGConnection(dsn: dsn)
+                opType = try BatchRecord.checkType(on: fresh)
+                db = fresh
                 cond.lock()
                 connected = !stopping
                 counters.reconnects += 1

@@ -65,37 +65,38 @@ public enum LedgerOperation: Sendable {
         }
     }
 
-    /// The members of this operation's element in the JSON array that seqroute_apply() reads,
-    /// without braces and without `n`, its position, which only the batch knows. Encoded where
-    /// the operation is submitted, so that the committer's turn (one at a time) stays short.
-    var jsonMembers: [UInt8] {
-        var o = JSONObject()
+    /// This operation as a `seqroute_op` record in PostgreSQL's binary format, every column
+    /// after `n` (its position, which only the batch knows: `BatchRecord.batch` writes it).
+    /// Encoded where the operation is submitted, so that the committer's turn (one at a time)
+    /// stays short.
+    var record: [UInt8] {
+        var o = BatchRecord()
         switch self {
         case let .open(session, account, user, budget, horizon, lambda):
-            o.add("k", "open"); o.add("s", session); o.add("a", account); o.add("u", user)
-            o.add("b", budget); o.add("h", horizon.map(Int64.init)); o.add("l", lambda)
+            o.text(.k, "open"); o.text(.s, session); o.text(.a, account); o.text(.u, user)
+            o.int8(.b, budget); o.int4(.h, horizon); o.float8(.l, lambda)
         case .route(let r):
-            o.add("k", "route"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("m", r.model)
-            o.add("hd", r.hold); o.add("mh", r.minHold); o.add("pv", r.policyVersion); o.add("l", r.lambda)
-            o.add("pool", r.poolID); o.add("task", r.task); o.add("pt", Int64(r.promptTokens))
-            o.addFeatures("fb", r.features)
-            o.addArray("bs", r.budgetState) { $0.description }
-            o.addArray("hs", r.holds) { String($0) }
-            o.addArray("fe", r.feasible) { $0 ? "t" : "f" }
-            o.add("p", r.propensity)
-            if let scores = r.scores { o.addArray("sc", scores) { $0.description } }
-            o.add("pu", r.peerUID.map(Int64.init))
+            o.text(.k, "route"); o.text(.s, r.session); o.float8(.l, r.lambda); o.int4(.t, r.turn)
+            o.text(.m, r.model); o.int8(.hd, r.hold); o.int8(.mh, r.minHold); o.text(.pv, r.policyVersion)
+            o.text(.pool, r.poolID); o.text(.task, r.task); o.int4(.pt, r.promptTokens)
+            o.array(.bs, r.budgetState)
+            o.array(.hs, r.holds)
+            o.array(.fe, r.feasible)
+            o.float8(.p, r.propensity)
+            if let scores = r.scores { o.array(.sc, scores) }
+            o.int8(.pu, r.peerUID.map(Int64.init))
+            o.features(.fb, r.features)
         case .report(let r):
-            o.add("k", "report"); o.add("s", r.session); o.add("t", Int64(r.turn)); o.add("c", r.cost)
-            o.add("q", r.quality); o.add("i", r.inTokens.map(Int64.init)); o.add("o", r.outTokens.map(Int64.init))
+            o.text(.k, "report"); o.text(.s, r.session); o.int4(.t, r.turn); o.int8(.c, r.cost)
+            o.float8(.q, r.quality); o.int4(.i, r.inTokens); o.int4(.o, r.outTokens)
         case let .feedback(session, turn, quality):
-            o.add("k", "feedback"); o.add("s", session); o.add("t", Int64(turn)); o.add("q", quality)
+            o.text(.k, "feedback"); o.text(.s, session); o.int4(.t, turn); o.float8(.q, quality)
         case .close(let session):
-            o.add("k", "close"); o.add("s", session)
+            o.text(.k, "close"); o.text(.s, session)
         case .status(let session):
-            o.add("k", "status"); o.add("s", session)
+            o.text(.k, "status"); o.text(.s, session)
         }
-        return o.bytes
+        return o.finished()
     }
 }
 
@@ -146,74 +147,11 @@ public enum LedgerFailure: Error, Equatable, Sendable {
     case internalError(String)
 }
 
-/// JSON members written straight into UTF-8 bytes: every ROUTE encodes a few dozen numbers,
-/// and building a String per number and joining them cost the daemon more than its policy.
-private struct JSONObject {
-    var bytes: [UInt8] = []
-
-    // A ROUTE with 64 features takes about 1 kB.
-    init() { bytes.reserveCapacity(1024) }
-
-    mutating func key(_ k: StaticString) {
-        if !bytes.isEmpty { bytes.append(UInt8(ascii: ",")) }
-        bytes.append(UInt8(ascii: "\""))
-        k.withUTF8Buffer { bytes.append(contentsOf: $0) }
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(UInt8(ascii: ":"))
-    }
-    mutating func add(_ k: StaticString, _ v: String?) {
-        guard let v else { return }
-        key(k)
-        appendJSONString(v, to: &bytes)
-    }
-    mutating func add(_ k: StaticString, _ v: Int64?) {
-        guard let v else { return }
-        key(k)
-        bytes.append(contentsOf: String(v).utf8)
-    }
-    mutating func add(_ k: StaticString, _ v: Double?) {
-        guard let v, v.isFinite else { return }
-        key(k)
-        bytes.append(contentsOf: v.description.utf8)
-    }
-    /// Features as bytea's hex text (`\x…`), as a JSON string.
-    mutating func addFeatures(_ k: StaticString, _ features: [Double]) {
-        key(k)
-        bytes.append(contentsOf: #""\\x"#.utf8)
-        FeatureBytes.appendHex(features, to: &bytes)
-        bytes.append(UInt8(ascii: "\""))
-    }
-    /// A PostgreSQL array literal of plain numbers or booleans, as a JSON string.
-    mutating func addArray<T>(_ k: StaticString, _ items: [T], _ text: (T) -> String) {
-        key(k)
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(UInt8(ascii: "{"))
-        for (i, item) in items.enumerated() {
-            if i > 0 { bytes.append(UInt8(ascii: ",")) }
-            bytes.append(contentsOf: text(item).utf8)
-        }
-        bytes.append(UInt8(ascii: "}"))
-        bytes.append(UInt8(ascii: "\""))
-    }
-}
-
 /// How the decision log stores features (`decisions.features`, a bytea): IEEE 754 binary32,
 /// big-endian (the byte order of PostgreSQL's float4send), 4 bytes per feature. Parsing them as
 /// text was the largest part of the batch function's decoding (docs/BENCHMARKS.md).
+/// `BatchRecord.features` writes them.
 enum FeatureBytes {
-    /// Appends the features as hex digits, 8 per feature (gathered in a word, appended at once).
-    static func appendHex(_ features: [Double], to bytes: inout [UInt8]) {
-        for value in features {
-            let bits = Float(value).bitPattern
-            var word: UInt64 = 0
-            for i in 0..<8 {
-                let nibble = UInt64(bits >> UInt32(28 - 4 * i)) & 0xF
-                word |= (nibble < 10 ? nibble + 48 : nibble + 87) << UInt64(8 * i)  // '0'..., 'a'...
-            }
-            withUnsafeBytes(of: word.littleEndian) { bytes.append(contentsOf: $0) }
-        }
-    }
-
     /// The features from their hex digits (as `encode(features, 'hex')` gives them).
     static func decode(hex: String) throws -> [Double] {
         let text = Array(hex.utf8)
@@ -235,15 +173,9 @@ enum FeatureBytes {
     }
 }
 
+/// `s` as a JSON string literal, escaping quotes, backslashes and control characters.
 func jsonString(_ s: String) -> String {
-    var bytes: [UInt8] = []
-    appendJSONString(s, to: &bytes)
-    return String(decoding: bytes, as: UTF8.self)
-}
-
-/// Appends `s` as a JSON string literal, escaping quotes, backslashes and control characters.
-func appendJSONString(_ s: String, to bytes: inout [UInt8]) {
-    bytes.append(UInt8(ascii: "\""))
+    var bytes: [UInt8] = [UInt8(ascii: "\"")]
     for b in s.utf8 {
         switch b {
         case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
@@ -260,4 +192,5 @@ func appendJSONString(_ s: String, to bytes: inout [UInt8]) {
         }
     }
     bytes.append(UInt8(ascii: "\""))
+    return String(decoding: bytes, as: UTF8.self)
 }

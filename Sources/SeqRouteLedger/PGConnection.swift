@@ -24,6 +24,13 @@ public struct PGRow: Sendable {
     public func bool(_ i: Int) -> Bool? { values[i].map { $0 == "t" } }
 }
 
+/// A statement's parameter: text, or bytes in the binary format of the parameter's type (the
+/// group committer sends its batch so, which the server reads without parsing text).
+public enum PGParameter: Sendable {
+    case text(String?)
+    case binary([UInt8])
+}
+
 public final class PGConnection: @unchecked Sendable {
     private var conn: OpaquePointer?
     public let dsn: String
@@ -55,6 +62,12 @@ public final class PGConnection: @unchecked Sendable {
     /// statement on the server for the next call with the same text.
     @discardableResult
     public func query(_ sql: String, _ params: [String?] = [], prepared: Bool = false) throws -> [PGRow] {
+        try query(sql, parameters: params.map(PGParameter.text), prepared: prepared)
+    }
+
+    /// Runs one statement; returns its rows as text. `prepared` as above.
+    @discardableResult
+    public func query(_ sql: String, parameters params: [PGParameter], prepared: Bool = false) throws -> [PGRow] {
         do {
             return try run(sql, params, prepared: prepared)
         } catch let e as PGError where prepared && e.sqlState == "0A000" {
@@ -65,12 +78,12 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
-    private func run(_ sql: String, _ params: [String?], prepared: Bool) throws -> [PGRow] {
+    private func run(_ sql: String, _ params: [PGParameter], prepared: Bool) throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
         let name = prepared ? try preparedName(sql, parameters: params.count) : nil
-        let result: OpaquePointer? = withCStrings(params) { ptrs in
-            if let name { return PQexecPrepared(conn, name, Int32(params.count), ptrs, nil, nil, 0) }
-            return PQexecParams(conn, sql, Int32(params.count), nil, ptrs, nil, nil, 0)
+        let result: OpaquePointer? = withParameters(params) { values, lengths, formats in
+            if let name { return PQexecPrepared(conn, name, Int32(params.count), values, lengths, formats, 0) }
+            return PQexecParams(conn, sql, Int32(params.count), nil, values, lengths, formats, 0)
         }
         defer { PQclear(result) }
         return try rows(of: result)
@@ -91,10 +104,12 @@ public final class PGConnection: @unchecked Sendable {
     /// Sends one prepared statement without waiting for its answer, which `receive` gives; the
     /// connection takes no other statement until then. The group committer sends the next
     /// batch this way, so that PostgreSQL applies it while the committer answers the last one.
-    public func send(_ sql: String, _ params: [String?]) throws {
+    public func send(_ sql: String, _ params: [PGParameter]) throws {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
         let name = try preparedName(sql, parameters: params.count)
-        let sent = withCStrings(params) { ptrs in PQsendQueryPrepared(conn, name, Int32(params.count), ptrs, nil, nil, 0) }
+        let sent = withParameters(params) { values, lengths, formats in
+            PQsendQueryPrepared(conn, name, Int32(params.count), values, lengths, formats, 0)
+        }
         guard sent == 1 else { throw lastError(nil) }
     }
 
@@ -200,8 +215,32 @@ private func trimmed(_ s: String) -> String {
     return String(t)
 }
 
-private func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    let owned: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
-    defer { for p in owned { free(p) } }
-    return body(owned.map { $0.map { UnsafePointer($0) } })
+/// libpq's three parallel arrays for `params`: values (text ones NUL-terminated), lengths and
+/// formats (0 text, 1 binary; a text value's length is not read).
+private func withParameters<R>(_ params: [PGParameter],
+                               _ body: ([UnsafePointer<CChar>?], [Int32], [Int32]) -> R) -> R {
+    var lengths: [Int32] = []
+    var formats: [Int32] = []
+    let owned: [UnsafeMutablePointer<CChar>?] = params.map { param in
+        switch param {
+        case .text(let s):
+            lengths.append(0)
+            formats.append(0)
+            return s.map { strdup($0) } ?? nil
+        case .binary(let bytes):
+            lengths.append(Int32(bytes.count))
+            formats.append(1)
+            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
+            bytes.withUnsafeBytes { b in
+                if let base = b.baseAddress { copy.initialize(from: base.assumingMemoryBound(to: CChar.self), count: b.count) }
+            }
+            return copy
+        }
+    }
+    defer {
+        for (p, param) in zip(owned, params) {
+            if case .binary = param { p?.deallocate() } else { free(p) }
+        }
+    }
+    return body(owned.map { $0.map { UnsafePointer($0) } }, lengths, formats)
 }

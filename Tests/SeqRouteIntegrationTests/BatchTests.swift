@@ -85,7 +85,7 @@ import Testing
         func sweep() throws -> Int? {
             try sweeper.query("SELECT seqroute_expire_holds(make_interval(secs => 0.2))").first?.int(0)
         }
-        try writer.send("SELECT status FROM seqroute_apply($1::json)", [route])
+        try writer.send("SELECT status FROM seqroute_apply($1::json)", [.text(route)])
         Thread.sleep(forTimeInterval: 0.5)
         #expect(try sweep() == 0)  // due, but still committing
         #expect(try writer.receive().first?[0] == "ok")
@@ -170,12 +170,12 @@ import Testing
         let dsn = try TestCluster.freshDatabase()
         let db = try PGConnection(dsn: dsn)
         try db.setAccount("acct", cap: 1_000_000)
-        try db.query("ALTER FUNCTION seqroute_apply(json) RENAME TO seqroute_apply_whole")
+        try db.query("ALTER FUNCTION seqroute_apply(seqroute_op[]) RENAME TO seqroute_apply_whole")
         try db.query("""
-            CREATE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result LANGUAGE plpgsql AS $$
+            CREATE FUNCTION seqroute_apply(ops seqroute_op[]) RETURNS SETOF seqroute_result LANGUAGE plpgsql AS $$
             DECLARE
                 r seqroute_result;
-                mute boolean := EXISTS (SELECT 1 FROM json_array_elements(ops) e WHERE e->>'k' = 'route' AND e->>'s' = 'mute');
+                mute boolean := EXISTS (SELECT 1 FROM unnest(ops) x WHERE x.k = 'route' AND x.s = 'mute');
             BEGIN
                 FOR r IN SELECT * FROM seqroute_apply_whole(ops) LOOP
                     IF NOT mute THEN RETURN NEXT r; END IF;
@@ -199,6 +199,18 @@ import Testing
         #expect(try reconciliationRows(db).isEmpty)
         let status = await committer.submit(.status(session: "mute"))
         #expect(try status.get().held == 100)
+    }
+
+    /// A ledger whose batch type differs from the one this daemon writes (here a later release
+    /// added a field) is refused when the committer connects, with a message that says so.
+    @Test func aLedgerWithAnotherBatchTypeIsRefusedAtStart() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.query("ALTER TYPE seqroute_op ADD ATTRIBUTE z integer")
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, log: { _ in })
+        let error = #expect(throws: PGError.self) { try committer.start() }
+        #expect(error?.message.contains("the ledger's seqroute_op has the attributes") == true)
+        #expect(error?.message.contains("fb 17, z 23), but this daemon writes") == true)
     }
 
     /// Many operations of one session queued at once through a real committer: each is applied

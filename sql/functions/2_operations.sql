@@ -1,8 +1,10 @@
 -- The functions behind the money rules (SPEC section 4); the batch format is described in
--- 007_batch_op.sql and docs/LEDGER.md. Replaced whole (CREATE OR REPLACE) whenever this file
+-- 007_batch_op.sql and docs/LEDGER.md. The daemon sends a batch as a seqroute_op[] in binary,
+-- which names every attribute's type: seqroute_op stays as it is, and a release that needs
+-- another field adds a type and an overload instead. Replaced whole (CREATE OR REPLACE) whenever this file
 -- changes: `seqroute migrate` records its SHA-256 in schema_definitions.
 
--- A batch is applied in a fixed handful of statements, whatever its size: decode, lock, then
+-- A batch is applied in a fixed handful of statements, whatever its size: survey, lock, then
 -- one statement per kind of operation present (its reads and writes joined in one statement
 -- with data-modifying CTEs), in the order OPEN, STATUS, FEEDBACK, REPORT, CLOSE, ROUTE, so that
 -- routes see the money that reports and closes of the same batch freed. The daemon never puts
@@ -16,12 +18,11 @@
 -- batch drives, the big tables are probed by key. No bitmap scans either: each probe finds a
 -- row or a handful, which a plain index scan reads directly. Plans are made once (generic),
 -- not for every batch. And no JIT: compiling these statements costs more than running them.
-CREATE OR REPLACE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result
+CREATE OR REPLACE FUNCTION seqroute_apply(ops seqroute_op[]) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
 SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
 SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
-    batch   seqroute_op[];
     -- The kinds of operation present: statements for absent kinds are skipped.
     kinds   text[];
     sids    text[];
@@ -32,9 +33,10 @@ DECLARE
     -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
     routed_at timestamptz;
 BEGIN
-    SELECT array_agg(x ORDER BY x.n), array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
-      INTO batch, kinds, sids, repeats
-      FROM json_populate_recordset(NULL::seqroute_op, ops) x;
+    -- The survey: the kinds present, the sessions named, and whether one is named twice.
+    SELECT array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
+      INTO kinds, sids, repeats
+      FROM unnest(ops) x;
     IF repeats THEN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -44,7 +46,7 @@ BEGIN
     touched := array(SELECT l.id FROM (
                         SELECT a.id FROM accounts a
                          WHERE a.id IN (SELECT se.account_id FROM sessions se WHERE se.id = ANY (sids)
-                                        UNION SELECT x.a FROM unnest(batch) x WHERE x.k = 'open')
+                                        UNION SELECT x.a FROM unnest(ops) x WHERE x.k = 'open')
                          ORDER BY a.id FOR UPDATE) l);
     -- A budget period that has ended starts afresh (sql/functions/1_periods.sql).
     PERFORM seqroute_roll_periods(touched);
@@ -52,7 +54,7 @@ BEGIN
 
     IF 'open' = ANY (kinds) THEN
         RETURN QUERY
-        WITH o AS (SELECT x.n, x.s, x.a, x.u, x.b, x.h, x.l FROM unnest(batch) x WHERE x.k = 'open'),
+        WITH o AS (SELECT x.n, x.s, x.a, x.u, x.b, x.h, x.l FROM unnest(ops) x WHERE x.k = 'open'),
         made AS (
             INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
             SELECT o.s, o.a, o.u, o.b, o.h, o.l FROM o JOIN accounts a ON a.id = o.a
@@ -69,7 +71,7 @@ BEGIN
         SELECT x.n, CASE WHEN se.id IS NULL THEN 'unknown_session' ELSE 'ok' END, se.turns, se.budget, se.spent,
                se.held, NULL::bigint, se.horizon, se.lambda, se.state, se.closed_at IS NOT NULL, NULL::bigint,
                NULL::bigint, a.cap - a.spent - a.held
-          FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+          FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
          WHERE x.k = 'status';
     END IF;
 
@@ -78,7 +80,7 @@ BEGIN
         RETURN QUERY
         WITH o AS (
             SELECT x.n, x.s, x.t, x.q, se.id IS NOT NULL AS known, a.cap - a.spent - a.held AS account_left
-              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'feedback'),
         fed AS (
             UPDATE decisions d SET quality = o.q
@@ -101,7 +103,7 @@ BEGIN
             SELECT x.n, x.s, x.t, x.c, x.q, x.i, x.o, se.id IS NOT NULL AS known, se.account_id, se.spent, se.held,
                    d.status AS dstatus, d.hold AS dhold, d.cost AS dcost, d.reported_quality AS dquality,
                    d.report_spent, d.report_remaining, a.cap - a.spent - a.held AS account_left
-              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s
               LEFT JOIN decisions d ON d.session_id = se.id AND d.turn = x.t
               LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'report'),
@@ -167,7 +169,7 @@ BEGIN
         WITH o AS (
             SELECT x.n, x.s, se.id IS NOT NULL AS known, se.account_id, se.turns, se.budget, se.spent, se.held,
                    se.state, se.id IS NOT NULL AND se.closed_at IS NULL AS closing, a.cap - a.spent - a.held AS account_left
-              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'close'),
         released AS (
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
@@ -219,7 +221,7 @@ BEGIN
                    se.spent + se.held + x.hd <= se.budget AS fits_session,
                    se.spent + se.held + x.mh <= se.budget AND a.spent + a.held + x.mh <= a.cap AS cheapest_fits,
                    a.spent + a.held AS account_used, a.cap
-              FROM unnest(batch) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'route'
         ), c AS (
             SELECT r.*, r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
@@ -284,9 +286,11 @@ BEGIN
     END IF;
 END $$;
 
--- The batch as jsonb, as daemons of earlier releases send it: they keep serving while a newer
--- release migrates (docs/OPERATIONS.md, Upgrade). The daemon sends json, which is decoded
--- without building jsonb's binary form first.
+-- The batch as json or jsonb, as daemons of earlier releases send it: they keep serving while
+-- a newer release migrates (docs/OPERATIONS.md, Upgrade). The daemon sends the array itself,
+-- in binary.
+CREATE OR REPLACE FUNCTION seqroute_apply(ops json) RETURNS SETOF seqroute_result
+LANGUAGE sql AS $$ SELECT * FROM seqroute_apply(array(SELECT x FROM json_populate_recordset(NULL::seqroute_op, ops) x)) $$;
 CREATE OR REPLACE FUNCTION seqroute_apply(ops jsonb) RETURNS SETOF seqroute_result
 LANGUAGE sql AS $$ SELECT * FROM seqroute_apply(ops::json) $$;
 
@@ -350,4 +354,5 @@ BEGIN
 END $$;
 
 -- Only the ledger's owner (the daemon) runs these.
-REVOKE ALL ON FUNCTION seqroute_apply(json), seqroute_apply(jsonb), seqroute_expire_holds(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION seqroute_apply(seqroute_op[]), seqroute_apply(json), seqroute_apply(jsonb),
+    seqroute_expire_holds(interval) FROM PUBLIC;
