@@ -1,5 +1,5 @@
 -- The money rules of SPEC section 4, applied to a batch of requests in one transaction
--- (group commit). The daemon sends a JSON array of operations; seqroute_apply() answers one
+-- (group commit). The daemon sends an array of operations; seqroute_apply() answers one
 -- row per operation, tagged with the operation's position n. How a batch is worked is told
 -- in sql/functions/2_operations.sql and docs/LEDGER.md.
 

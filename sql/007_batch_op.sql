@@ -1,5 +1,6 @@
--- One operation of a batch, as seqroute_apply() decodes it from the daemon's JSON
--- (json_populate_recordset). The keys are short because every ROUTE sends its features:
+-- One operation of a batch, as seqroute_apply() reads it: the daemon sends an array of these
+-- in binary; daemons of earlier releases sent JSON objects with these keys (decoded with
+-- json_populate_recordset). The names are short because every ROUTE sends its features:
 --   n position in the batch (1-based), k kind, s session;
 --   OPEN:     a account, u user, b budget, h horizon, l λ;
 --   ROUTE:    t turn, m model (absent: record a bankrupt turn), hd hold, mh cheapest hold,

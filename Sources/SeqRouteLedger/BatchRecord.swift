@@ -5,7 +5,8 @@
 //
 // The binary format names every column's type and takes no column by name: a daemon and a
 // ledger must agree on the type's attributes exactly. `BatchRecord.checkType` compares them when
-// the committer connects, so a mismatch is one clear error at start-up, not a failure per batch.
+// the committer connects, so a mismatch is one clear error (at start-up the daemon refuses to
+// start; on a reconnect it stays down and logs why), not a failure per batch.
 
 /// The attributes of `seqroute_op`, in order, named as in SQL.
 enum BatchField: Int, CaseIterable {

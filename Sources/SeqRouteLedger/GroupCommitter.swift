@@ -316,6 +316,12 @@ public final class GroupCommitter: @unchecked Sendable {
                 cond.unlock()
                 log("<5>ledger reachable again")
             } catch let e as PGError {
+                // A ledger that answers but cannot be served (its batch type differs) is logged
+                // once, not only when the daemon goes down, which a lost connection may have done.
+                cond.lock()
+                let repeated = e.message == lastFailure
+                cond.unlock()
+                if !e.connectionLost && !repeated { log("<3>ledger unusable: \(e.message)") }
                 markDown(e)
                 return nil
             } catch {

@@ -11,23 +11,30 @@ LANGUAGE sql STABLE AS $$
                ELSE '-infinity'::timestamptz END
 $$;
 
--- Starts a new period for each of `ids` whose current one has ended: spent goes back to 0,
--- and the entries that count from now on are those appended after this point (the sequence's
--- last value bounds every entry of these accounts so far, as their rows are locked).
--- held is left as it is: a hold placed in the old period still occupies the new one until it
--- is reported, and what it captures is the new period's spend. The caller holds the rows' locks.
--- PL/pgSQL rather than SQL: it runs with every batch, and PL/pgSQL keeps its plan between calls
--- where a SQL function would plan its UPDATE anew each time.
-CREATE OR REPLACE FUNCTION seqroute_roll_periods(ids text[]) RETURNS void
+-- Locks the accounts `ids` in id order, and starts a new period for each whose current one has
+-- ended. Every writer of a session, its decisions or its entries calls this for the session's
+-- account first (the batch function, the expiry sweep, corrections), so an account's lock
+-- serialises everything about its sessions, and the one order keeps writers from deadlocking.
+-- A new period: spent goes back to 0, and the entries that count from now on are those
+-- appended after this point (the sequence's last value bounds every entry of these accounts so
+-- far, as their rows are locked). held is left as it is: a hold placed in the old period still
+-- occupies the new one until it is reported, and what it captures is the new period's spend.
+-- One statement, as it runs with every batch; PL/pgSQL rather than SQL, which keeps its plan
+-- between calls where a SQL function would plan its UPDATE anew each time.
+CREATE OR REPLACE FUNCTION seqroute_lock_accounts(ids text[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    WITH locked AS (SELECT a.id FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE)
     UPDATE accounts a
        SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
            period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
            updated_at = now()
-     WHERE a.id = ANY (ids) AND a.period <> 'none'
+      FROM locked
+     WHERE a.id = locked.id AND a.period <> 'none'
        AND a.period_start < seqroute_period_start(a.period, a.time_zone, now());
 END $$;
+-- It replaced seqroute_roll_periods(), which only rolled, after the caller's own locks.
+DROP FUNCTION IF EXISTS seqroute_roll_periods(text[]);
 
 -- Sets an account's period and time zone; spent becomes the spend of the period under way,
 -- recomputed from the entries (all of them for 'none'). Creates nothing: the account must exist.
@@ -65,4 +72,4 @@ BEGIN
 END $$;
 
 -- Only the ledger's owner (the daemon and the operator's tools) runs what writes.
-REVOKE ALL ON FUNCTION seqroute_roll_periods(text[]), seqroute_set_period(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION seqroute_lock_accounts(text[]), seqroute_set_period(text, text, text) FROM PUBLIC;

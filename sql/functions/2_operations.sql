@@ -27,8 +27,6 @@ DECLARE
     kinds   text[];
     sids    text[];
     repeats boolean;
-    -- The accounts of the batch's sessions and OPENs.
-    touched text[];
     -- When the batch's routes are logged, after its locks: the expiry sweep relies on a
     -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
     routed_at timestamptz;
@@ -41,16 +39,10 @@ BEGIN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- Locks in one global order (accounts by id, then sessions by id), so that batches of
-    -- several daemons and the operator's tools never deadlock.
-    touched := array(SELECT l.id FROM (
-                        SELECT a.id FROM accounts a
-                         WHERE a.id IN (SELECT se.account_id FROM sessions se WHERE se.id = ANY (sids)
-                                        UNION SELECT x.a FROM unnest(ops) x WHERE x.k = 'open')
-                         ORDER BY a.id FOR UPDATE) l);
-    -- A budget period that has ended starts afresh (sql/functions/1_periods.sql).
-    PERFORM seqroute_roll_periods(touched);
-    PERFORM 1 FROM sessions se WHERE se.id = ANY (sids) ORDER BY se.id FOR UPDATE;
+    -- The accounts of the batch's sessions and OPENs, locked in id order, which serialises
+    -- every writer of their sessions; ended budget periods start afresh (1_periods.sql).
+    PERFORM seqroute_lock_accounts(array(SELECT se.account_id FROM sessions se WHERE se.id = ANY (sids)
+                                         UNION ALL SELECT x.a FROM unnest(ops) x WHERE x.k = 'open'));
 
     IF 'open' = ANY (kinds) THEN
         RETURN QUERY
@@ -327,11 +319,7 @@ BEGIN
     due := array(SELECT dd.session_id FROM decisions dd
                   WHERE dd.decided_at >= since AND dd.decided_at < cutoff AND dd.status = 'held');
     IF cardinality(due) > 0 THEN
-        PERFORM 1 FROM accounts
-         WHERE id IN (SELECT se.account_id FROM sessions se WHERE se.id = ANY (due))
-         ORDER BY id FOR UPDATE;
-        PERFORM seqroute_roll_periods(array(SELECT DISTINCT se.account_id FROM sessions se WHERE se.id = ANY (due)));
-        PERFORM 1 FROM sessions WHERE id = ANY (due) ORDER BY id FOR UPDATE;
+        PERFORM seqroute_lock_accounts(array(SELECT se.account_id FROM sessions se WHERE se.id = ANY (due)));
         -- Read again under the locks: a REPORT or CLOSE may have settled the hold meanwhile.
         FOR d IN SELECT dd.session_id, dd.turn, dd.hold, se.account_id
                    FROM decisions dd JOIN sessions se ON se.id = dd.session_id

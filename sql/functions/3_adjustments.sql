@@ -1,7 +1,7 @@
 -- seqroute_adjust(entry, amount, note): a correction of the spend entry `entry` (a capture,
 -- expiry, overrun or an earlier adjustment) by the signed `amount`, in one transaction: the
--- account and the session are locked in the global order (account, then session), the
--- entry is appended, and both spent figures move by the amount. Refused, changing nothing,
+-- account is locked (seqroute_lock_accounts, which serialises every writer of its sessions),
+-- the entry is appended, and both spent figures move by the amount. Refused, changing nothing,
 -- when the entry does not exist or is not spend, when the amount is 0, or when it would make
 -- the session's or the account's spent negative.
 CREATE OR REPLACE FUNCTION seqroute_adjust(entry bigint, amount bigint, why text)
@@ -26,10 +26,9 @@ BEGIN
     IF why IS NULL OR btrim(why) = '' THEN
         RAISE EXCEPTION 'an adjustment needs a reason' USING ERRCODE = 'check_violation';
     END IF;
-    PERFORM 1 FROM accounts a WHERE a.id = original.account_id FOR UPDATE;
-    PERFORM seqroute_roll_periods(ARRAY[original.account_id]);
+    PERFORM seqroute_lock_accounts(ARRAY[original.account_id]);
     SELECT a.spent INTO acc_spent FROM accounts a WHERE a.id = original.account_id;
-    SELECT s.spent INTO ses_spent FROM sessions s WHERE s.id = original.session_id FOR UPDATE;
+    SELECT s.spent INTO ses_spent FROM sessions s WHERE s.id = original.session_id;
     IF acc_spent + amount < 0 OR ses_spent + amount < 0 THEN
         RAISE EXCEPTION 'the adjustment would make spent negative (session %, account %)', ses_spent, acc_spent
             USING ERRCODE = 'check_violation';
