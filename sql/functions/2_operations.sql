@@ -4,7 +4,7 @@
 -- another field adds a type and an overload instead. Replaced whole (CREATE OR REPLACE) whenever this file
 -- changes: `seqroute migrate` records its SHA-256 in schema_definitions.
 
--- A batch is applied in a fixed handful of statements, whatever its size: survey, lock, then
+-- A batch is applied in a fixed handful of statements, whatever its size: survey and lock, then
 -- one statement per kind of operation present (its reads and writes joined in one statement
 -- with data-modifying CTEs), in the order OPEN, STATUS, FEEDBACK, REPORT, CLOSE, ROUTE, so that
 -- routes see the money that reports and closes of the same batch freed. The daemon never puts
@@ -25,24 +25,22 @@ SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     -- The kinds of operation present: statements for absent kinds are skipped.
     kinds   text[];
-    sids    text[];
     repeats boolean;
     -- When the batch's routes are logged, after its locks: the expiry sweep relies on a
     -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
     routed_at timestamptz;
 BEGIN
-    -- The survey: the kinds present, the sessions named, and whether one is named twice.
-    SELECT array_agg(DISTINCT x.k), array_agg(x.s), count(DISTINCT x.s) < count(*)
-      INTO kinds, sids, repeats
-      FROM unnest(ops) x;
+    -- The survey, with the locks: the kinds present, whether a session is named twice, and the
+    -- accounts of the batch's sessions and OPENs, locked in id order, which serialises every
+    -- writer of their sessions; ended budget periods start afresh (1_periods.sql).
+    SELECT s.kinds, s.repeats INTO kinds, repeats
+      FROM (SELECT array_agg(DISTINCT x.k) AS kinds, count(DISTINCT x.s) < count(*) AS repeats,
+                   array_agg(CASE WHEN x.k = 'open' THEN x.a ELSE se.account_id END) AS accounts
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s) s
+     CROSS JOIN LATERAL seqroute_lock_accounts(s.accounts);
     IF repeats THEN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-
-    -- The accounts of the batch's sessions and OPENs, locked in id order, which serialises
-    -- every writer of their sessions; ended budget periods start afresh (1_periods.sql).
-    PERFORM seqroute_lock_accounts(array(SELECT se.account_id FROM sessions se WHERE se.id = ANY (sids)
-                                         UNION ALL SELECT x.a FROM unnest(ops) x WHERE x.k = 'open'));
 
     IF 'open' = ANY (kinds) THEN
         RETURN QUERY
@@ -199,8 +197,8 @@ BEGIN
     -- 'stale' with the current figures, and the daemon decides again. A route without a
     -- model asks to record a bankrupt turn; it is stale too if the cheapest hold fits.
     IF 'route' = ANY (kinds) THEN
-        -- The transaction has an id once it has locked a row; a batch that locked none gets one here.
-        PERFORM txid_current();
+        -- The transaction has an id: a route is logged only for a known session, whose account
+        -- the batch has locked.
         routed_at := clock_timestamp();
         RETURN QUERY
         WITH r AS (
