@@ -85,8 +85,8 @@ public enum Migrations {
         guard !steps.isEmpty else { return [] }
         let applied = steps.map(\.name)
         // Schema changes keep their tables' locks to the end of the transaction below. Taken up
-        // front, in the order a batch takes them, they cannot deadlock with the batches of
-        // daemons serving meanwhile.
+        // front, a serving daemon's batch waits for the migration instead of holding one table
+        // the migration needs while it waits for another.
         if steps.contains(where: { !$0.name.hasPrefix("functions/") }),
            try db.query("SELECT to_regclass('accounts') IS NOT NULL").first?[0] == "t" {
             steps.insert(("the lock of the ledger's tables", {
@@ -94,7 +94,23 @@ public enum Migrations {
             }), at: 0)
         }
         // Everything pending commits at once: a release's schema changes and the functions written
-        // for them appear together, so no batch runs an old function on a new table.
+        // for them appear together, so no batch runs an old function on a new table. A batch that
+        // already held a table when the lock came can still deadlock with it; PostgreSQL then
+        // rolls one of the two back, and a migration rolled back so is run again (a batch is
+        // too, by its committer).
+        var attempt = 1
+        while true {
+            do {
+                try applyAtOnce(steps, on: db)
+                break
+            } catch let e as PGError where e.sqlState == "40P01" && attempt < 5 {
+                attempt += 1
+            }
+        }
+        return applied
+    }
+
+    private static func applyAtOnce(_ steps: [(name: String, run: () throws -> Void)], on db: PGConnection) throws {
         try db.execute(script: "BEGIN")
         for step in steps {
             do {
@@ -111,6 +127,5 @@ public enum Migrations {
             throw PGError(sqlState: (error as? PGError)?.sqlState, message: "migration commit failed: \(error)",
                           connectionLost: (error as? PGError)?.connectionLost ?? false)
         }
-        return applied
     }
 }

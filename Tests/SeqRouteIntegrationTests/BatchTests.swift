@@ -96,6 +96,35 @@ import Testing
         #expect(try reconciliationRows(writer).isEmpty)
     }
 
+    /// A ROUTE whose session another daemon opens while the batch waits for its locks: the batch
+    /// looked the session up before the OPEN committed, so it holds no lock on its account, and
+    /// it must not read or write the session (a concurrent batch holding that account could be
+    /// admitting holds meanwhile). It answers unknown_session, as if the ROUTE came first.
+    @Test func aSessionOpenedWhileTheBatchWaitsIsNotWrittenWithoutItsAccountsLock() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn), opener = try PGConnection(dsn: dsn), holder = try PGConnection(dsn: dsn)
+        try db.setAccount("one", cap: 1_000_000)
+        try db.setAccount("two", cap: 1_000_000)
+        try db.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"open","s":"other","a":"two","b":5000}]"#])
+        try holder.execute(script: "BEGIN; SELECT 1 FROM accounts WHERE id = 'two' FOR UPDATE;")
+        try opener.execute(script: "BEGIN")
+        try opener.query("SELECT * FROM seqroute_apply($1::json)", [#"[{"n":1,"k":"open","s":"x","a":"one","b":5000}]"#])
+        // The batch surveys (x does not exist yet for it), then waits for account two.
+        let route = rawRoute("x", features: #""fb":"\\x3f000000""#)
+        let batch = #"[{"n":1,"k":"status","s":"other"},"# + route.dropFirst().replacingOccurrences(of: #""n":1"#, with: #""n":2"#)
+        try db.send("SELECT n, status FROM seqroute_apply($1::json)", [.text(batch)])
+        Thread.sleep(forTimeInterval: 0.3)
+        try opener.execute(script: "COMMIT")
+        try holder.execute(script: "COMMIT")
+        let answers = try db.receive().map { $0.values }
+        #expect(answers.contains(["2", "unknown_session"]), "\(answers)")
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE session_id = 'x'").first?[0] == "0")
+        #expect(try db.query("SELECT held FROM accounts WHERE id = 'one'").first?[0] == "0")
+        // Sent again, it is routed.
+        #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route]).first?[0] == "ok")
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
     /// A fresh ledger with account `acct`, and a committer started on it; the caller stops it.
     private func startedCommitter() throws -> (PGConnection, GroupCommitter) {
         let dsn = try TestCluster.freshDatabase()

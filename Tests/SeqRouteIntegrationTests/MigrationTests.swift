@@ -32,6 +32,24 @@ import Testing
         #expect(try Migrations.apply(Migrations.load(from: dir), on: db).isEmpty)
     }
 
+    /// A migration that deadlocks with a transaction already holding one of the ledger's tables
+    /// (as a serving daemon's batch can) is rolled back by PostgreSQL and run again.
+    @Test func aMigrationThatDeadlocksIsRunAgain() throws {
+        let dsn = try TestCluster.emptyDatabase()
+        let db = try PGConnection(dsn: dsn), batch = try PGConnection(dsn: dsn)
+        let all = try Migrations.load(from: packageRoot + "/sql")
+        try Migrations.apply(all.filter { ($0.version ?? 0) < 10 }, on: db)
+        try batch.execute(script: "BEGIN; SELECT count(*) FROM sessions;")
+        let migrated = Locked<Result<[String], Error>?>(nil)
+        let thread = Thread { migrated.set(Result { try Migrations.apply(all, on: db) }) }
+        thread.start()
+        Thread.sleep(forTimeInterval: 0.3)  // the migration holds accounts and waits for sessions
+        try batch.query("SELECT count(*) FROM accounts")  // waits for the migration: a deadlock
+        try batch.execute(script: "COMMIT")
+        let result = try #require(migrated.wait { $0 != nil })
+        #expect(try result.get() == ["010_binary_features.sql"])
+    }
+
     /// A ledger on the schema of an earlier release, with a held turn, upgraded while it holds
     /// data: the decision's features become the same numbers as bytes, the expiry sweep starts
     /// no later than the held turn, and the ledger still reconciles.
@@ -59,5 +77,29 @@ import Testing
         #expect(try db.query("SELECT seqroute_expire_holds(make_interval(secs => 60))").first?[0] == "1")
         #expect(try db.query("SELECT spent, held FROM accounts WHERE id = 'acct'").first?.values == ["300", "0"])
         #expect(try reconciliationRows(db).isEmpty)
+    }
+}
+
+/// A value set on one thread and awaited on another.
+private final class Locked<T>: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var value: T
+
+    init(_ value: T) { self.value = value }
+
+    func set(_ v: T) {
+        cond.lock()
+        value = v
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// The value once `done` holds for it, or after 30 s whatever it is.
+    func wait(until done: (T) -> Bool) -> T {
+        cond.lock()
+        defer { cond.unlock() }
+        let deadline = Date().addingTimeInterval(30)
+        while !done(value) && cond.wait(until: deadline) {}
+        return value
     }
 }

@@ -23,15 +23,24 @@ $$;
 -- between calls where a SQL function would plan its UPDATE anew each time.
 CREATE OR REPLACE FUNCTION seqroute_lock_accounts(ids text[]) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
 BEGIN
-    WITH locked AS (SELECT a.id FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE)
-    UPDATE accounts a
-       SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
-           period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
-           updated_at = now()
-      FROM locked
-     WHERE a.id = locked.id AND a.period <> 'none'
-       AND a.period_start < seqroute_period_start(a.period, a.time_zone, now());
+    -- The count reads every row of `locked`, so each account is locked whatever plan the update
+    -- gets (a join reads only the rows it needs). An account whose row a concurrent transaction
+    -- changed before this one got the lock is updated as it is now (PostgreSQL re-checks the
+    -- update's condition on the newest version).
+    WITH locked AS (SELECT a.id FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE),
+    rolled AS (
+        UPDATE accounts a
+           SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
+               period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
+               updated_at = now()
+          FROM locked
+         WHERE a.id = locked.id AND a.period <> 'none'
+           AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
+        RETURNING 1)
+    SELECT count(*) INTO n FROM locked;
 END $$;
 -- It replaced seqroute_roll_periods(), which only rolled, after the caller's own locks.
 DROP FUNCTION IF EXISTS seqroute_roll_periods(text[]);

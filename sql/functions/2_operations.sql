@@ -26,6 +26,10 @@ DECLARE
     -- The kinds of operation present: statements for absent kinds are skipped.
     kinds   text[];
     repeats boolean;
+    -- The accounts locked. A session is read and written only if its account is one of them:
+    -- one opened by a batch that committed after the survey's snapshot (a request racing its
+    -- session's OPEN on another daemon) is answered as unknown, a valid order of the two.
+    locked  text[];
     -- When the batch's routes are logged, after its locks: the expiry sweep relies on a
     -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
     routed_at timestamptz;
@@ -33,7 +37,7 @@ BEGIN
     -- The survey, with the locks: the kinds present, whether a session is named twice, and the
     -- accounts of the batch's sessions and OPENs, locked in id order, which serialises every
     -- writer of their sessions; ended budget periods start afresh (1_periods.sql).
-    SELECT s.kinds, s.repeats INTO kinds, repeats
+    SELECT s.kinds, s.repeats, s.accounts INTO kinds, repeats, locked
       FROM (SELECT array_agg(DISTINCT x.k) AS kinds, count(DISTINCT x.s) < count(*) AS repeats,
                    array_agg(CASE WHEN x.k = 'open' THEN x.a ELSE se.account_id END) AS accounts
               FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s) s
@@ -70,7 +74,8 @@ BEGIN
         RETURN QUERY
         WITH o AS (
             SELECT x.n, x.s, x.t, x.q, se.id IS NOT NULL AS known, a.cap - a.spent - a.held AS account_left
-              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
+              LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'feedback'),
         fed AS (
             UPDATE decisions d SET quality = o.q
@@ -93,7 +98,7 @@ BEGIN
             SELECT x.n, x.s, x.t, x.c, x.q, x.i, x.o, se.id IS NOT NULL AS known, se.account_id, se.spent, se.held,
                    d.status AS dstatus, d.hold AS dhold, d.cost AS dcost, d.reported_quality AS dquality,
                    d.report_spent, d.report_remaining, a.cap - a.spent - a.held AS account_left
-              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
               LEFT JOIN decisions d ON d.session_id = se.id AND d.turn = x.t
               LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'report'),
@@ -159,7 +164,8 @@ BEGIN
         WITH o AS (
             SELECT x.n, x.s, se.id IS NOT NULL AS known, se.account_id, se.turns, se.budget, se.spent, se.held,
                    se.state, se.id IS NOT NULL AND se.closed_at IS NULL AS closing, a.cap - a.spent - a.held AS account_left
-              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
+              LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'close'),
         released AS (
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount)
@@ -211,7 +217,8 @@ BEGIN
                    se.spent + se.held + x.hd <= se.budget AS fits_session,
                    se.spent + se.held + x.mh <= se.budget AND a.spent + a.held + x.mh <= a.cap AS cheapest_fits,
                    a.spent + a.held AS account_used, a.cap
-              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
+              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
+              LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'route'
         ), c AS (
             SELECT r.*, r.m IS NOT NULL AND r.state = 'open' AND NOT r.closed AND r.turn_ok AND r.fits_session AS candidate
