@@ -86,18 +86,19 @@ public enum Migrations {
         let applied = steps.map(\.name)
         // Schema changes keep their tables' locks to the end of the transaction below. Taken up
         // front, a serving daemon's batch waits for the migration instead of holding one table
-        // the migration needs while it waits for another.
+        // the migration needs while it waits for another; sessions first, as a batch's first
+        // statement reads sessions and its next locks accounts.
         if steps.contains(where: { !$0.name.hasPrefix("functions/") }),
            try db.query("SELECT to_regclass('accounts') IS NOT NULL").first?[0] == "t" {
             steps.insert(("the lock of the ledger's tables", {
-                try db.execute(script: "LOCK TABLE accounts, sessions, decisions, ledger_entries IN ACCESS EXCLUSIVE MODE")
+                try db.execute(script: "LOCK TABLE sessions, accounts, decisions, ledger_entries IN ACCESS EXCLUSIVE MODE")
             }), at: 0)
         }
         // Everything pending commits at once: a release's schema changes and the functions written
-        // for them appear together, so no batch runs an old function on a new table. A batch that
-        // already held a table when the lock came can still deadlock with it; PostgreSQL then
-        // rolls one of the two back, and a migration rolled back so is run again (a batch is
-        // too, by its committer).
+        // for them appear together, so no batch runs an old function on a new table. A transaction
+        // that already held one of the tables when the lock came (an expiry sweep, a correction)
+        // can still deadlock with it; PostgreSQL then rolls one of the two back, and a migration
+        // rolled back so is run again (a batch is too, by its committer).
         var attempt = 1
         while true {
             do {

@@ -123,6 +123,8 @@ import Testing
         // Sent again, it is routed.
         #expect(try db.query("SELECT status FROM seqroute_apply($1::json)", [route]).first?[0] == "ok")
         #expect(try reconciliationRows(db).isEmpty)
+        // The accounts a batch may serve are those locked, not those named.
+        #expect(try db.query("SELECT seqroute_lock_accounts(ARRAY['two', 'nobody', 'one', NULL])").first?[0] == "{one,two}")
     }
 
     /// A fresh ledger with account `acct`, and a committer started on it; the caller stops it.

@@ -33,19 +33,24 @@ import Testing
     }
 
     /// A migration that deadlocks with a transaction already holding one of the ledger's tables
-    /// (as a serving daemon's batch can) is rolled back by PostgreSQL and run again.
+    /// (as a correction does, which reads accounts before sessions) is rolled back by PostgreSQL
+    /// and run again.
     @Test func aMigrationThatDeadlocksIsRunAgain() throws {
         let dsn = try TestCluster.emptyDatabase()
-        let db = try PGConnection(dsn: dsn), batch = try PGConnection(dsn: dsn)
+        let db = try PGConnection(dsn: dsn), other = try PGConnection(dsn: dsn)
         let all = try Migrations.load(from: packageRoot + "/sql")
         try Migrations.apply(all.filter { ($0.version ?? 0) < 10 }, on: db)
-        try batch.execute(script: "BEGIN; SELECT count(*) FROM sessions;")
+        try other.execute(script: "BEGIN; SELECT count(*) FROM accounts;")
         let migrated = Locked<Result<[String], Error>?>(nil)
         let thread = Thread { migrated.set(Result { try Migrations.apply(all, on: db) }) }
         thread.start()
-        Thread.sleep(forTimeInterval: 0.3)  // the migration holds accounts and waits for sessions
-        try batch.query("SELECT count(*) FROM accounts")  // waits for the migration: a deadlock
-        try batch.execute(script: "COMMIT")
+        Thread.sleep(forTimeInterval: 0.3)  // the migration holds sessions and waits for accounts
+        // This waits for the migration: a deadlock, which PostgreSQL ends by rolling back the
+        // migration (it waited first, so its check runs first). Only then does this go on.
+        let waitedFrom = Date()
+        try other.query("SELECT count(*) FROM sessions")
+        #expect(Date().timeIntervalSince(waitedFrom) > 0.5)
+        try other.execute(script: "COMMIT")
         let result = try #require(migrated.wait { $0 != nil })
         #expect(try result.get() == ["010_binary_features.sql"])
     }

@@ -11,36 +11,35 @@ LANGUAGE sql STABLE AS $$
                ELSE '-infinity'::timestamptz END
 $$;
 
--- Locks the accounts `ids` in id order, and starts a new period for each whose current one has
--- ended. Every writer of a session, its decisions or its entries calls this for the session's
--- account first (the batch function, the expiry sweep, corrections), so an account's lock
--- serialises everything about its sessions, and the one order keeps writers from deadlocking.
+-- Locks the accounts `ids` in id order, starts a new period for each whose current one has
+-- ended, and returns the ids it locked (those that exist). Every writer of a session, its
+-- decisions or its entries calls this for the session's account first (the batch function, the
+-- expiry sweep, corrections), so an account's lock serialises everything about its sessions,
+-- and the one order keeps writers from deadlocking.
 -- A new period: spent goes back to 0, and the entries that count from now on are those
 -- appended after this point (the sequence's last value bounds every entry of these accounts so
 -- far, as their rows are locked). held is left as it is: a hold placed in the old period still
 -- occupies the new one until it is reported, and what it captures is the new period's spend.
--- One statement, as it runs with every batch; PL/pgSQL rather than SQL, which keeps its plan
--- between calls where a SQL function would plan its UPDATE anew each time.
-CREATE OR REPLACE FUNCTION seqroute_lock_accounts(ids text[]) RETURNS void
+-- The roll is a statement of its own, after the locks: its snapshot then shows each account as
+-- the last holder of its lock committed it (a change of period included). PL/pgSQL rather than
+-- SQL: it runs with every batch, and PL/pgSQL keeps its plans between calls.
+-- Dropped first: a version before it returned nothing, and a return type cannot be replaced.
+DROP FUNCTION IF EXISTS seqroute_lock_accounts(text[]);
+CREATE FUNCTION seqroute_lock_accounts(ids text[]) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    n integer;
+    got text[];
 BEGIN
-    -- The count reads every row of `locked`, so each account is locked whatever plan the update
-    -- gets (a join reads only the rows it needs). An account whose row a concurrent transaction
-    -- changed before this one got the lock is updated as it is now (PostgreSQL re-checks the
-    -- update's condition on the newest version).
-    WITH locked AS (SELECT a.id FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE),
-    rolled AS (
-        UPDATE accounts a
-           SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
-               period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
-               updated_at = now()
-          FROM locked
-         WHERE a.id = locked.id AND a.period <> 'none'
-           AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
-        RETURNING 1)
-    SELECT count(*) INTO n FROM locked;
+    -- array_agg reads every row, so every one is locked.
+    SELECT array_agg(l.id) INTO got
+      FROM (SELECT a.id FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE) l;
+    UPDATE accounts a
+       SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
+           period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
+           updated_at = now()
+     WHERE a.id = ANY (got) AND a.period <> 'none'
+       AND a.period_start < seqroute_period_start(a.period, a.time_zone, now());
+    RETURN got;
 END $$;
 -- It replaced seqroute_roll_periods(), which only rolled, after the caller's own locks.
 DROP FUNCTION IF EXISTS seqroute_roll_periods(text[]);

@@ -26,9 +26,10 @@ DECLARE
     -- The kinds of operation present: statements for absent kinds are skipped.
     kinds   text[];
     repeats boolean;
-    -- The accounts locked. A session is read and written only if its account is one of them:
-    -- one opened by a batch that committed after the survey's snapshot (a request racing its
-    -- session's OPEN on another daemon) is answered as unknown, a valid order of the two.
+    -- The accounts locked. A session is read and written only if its account is one of them: a
+    -- session opened, under another account, by a batch that committed after the survey's
+    -- snapshot (a request racing its session's OPEN on another daemon) is answered as unknown,
+    -- as if the request came first.
     locked  text[];
     -- When the batch's routes are logged, after its locks: the expiry sweep relies on a
     -- decision being dated no earlier than its transaction got an id (seqroute_expire_holds).
@@ -37,11 +38,11 @@ BEGIN
     -- The survey, with the locks: the kinds present, whether a session is named twice, and the
     -- accounts of the batch's sessions and OPENs, locked in id order, which serialises every
     -- writer of their sessions; ended budget periods start afresh (1_periods.sql).
-    SELECT s.kinds, s.repeats, s.accounts INTO kinds, repeats, locked
+    SELECT s.kinds, s.repeats, l.got INTO kinds, repeats, locked
       FROM (SELECT array_agg(DISTINCT x.k) AS kinds, count(DISTINCT x.s) < count(*) AS repeats,
                    array_agg(CASE WHEN x.k = 'open' THEN x.a ELSE se.account_id END) AS accounts
               FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s) s
-     CROSS JOIN LATERAL seqroute_lock_accounts(s.accounts);
+     CROSS JOIN LATERAL seqroute_lock_accounts(s.accounts) AS l (got);
     IF repeats THEN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
     END IF;
