@@ -1,8 +1,8 @@
 -- The functions behind the money rules (SPEC section 4); the batch format is described in
 -- 007_batch_op.sql and docs/LEDGER.md. The daemon sends a batch as a seqroute_op[] in binary,
 -- which names every attribute's type: seqroute_op stays as it is, and a release that needs
--- another field adds a type and an overload instead. Replaced whole (CREATE OR REPLACE) whenever this file
--- changes: `seqroute migrate` records its SHA-256 in schema_definitions.
+-- another field adds a type and an overload instead. Replaced whole (CREATE OR REPLACE)
+-- whenever this file changes: `seqroute migrate` records its SHA-256 in schema_definitions.
 
 -- A batch is applied in a fixed handful of statements, whatever its size: survey and lock, then
 -- one statement per kind of operation present (its reads and writes joined in one statement
