@@ -21,8 +21,8 @@ $$;
 -- far, as their rows are locked). held is left as it is: a hold placed in the old period still
 -- occupies the new one until it is reported, and what it captures is the new period's spend.
 -- The locking statement reads each row as the last holder of its lock committed it (a change of
--- period included), and says whether any period has ended; the roll, a statement of its own,
--- runs only then, as it is due once a period per account. PL/pgSQL rather than SQL: it runs
+-- period included), and finds those whose period has ended; the roll, a statement of its own,
+-- runs only for them, as it is due once a period per account. PL/pgSQL rather than SQL: it runs
 -- with every batch, and PL/pgSQL keeps its plans between calls.
 -- Dropped first: a version before it returned nothing, and a return type cannot be replaced.
 DROP FUNCTION IF EXISTS seqroute_lock_accounts(text[]);
@@ -30,20 +30,19 @@ CREATE FUNCTION seqroute_lock_accounts(ids text[]) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
     got text[];
-    due boolean;
+    ended text[];
 BEGIN
     -- The aggregates read every row, so every one is locked.
-    SELECT array_agg(l.id), bool_or(l.ended) INTO got, due
+    SELECT array_agg(l.id), array_agg(l.id) FILTER (WHERE l.ended) INTO got, ended
       FROM (SELECT a.id, a.period <> 'none' AND a.period_start < seqroute_period_start(a.period, a.time_zone, now())
                    AS ended
               FROM accounts a WHERE a.id = ANY (ids) ORDER BY a.id FOR UPDATE) l;
-    IF due THEN
+    IF ended IS NOT NULL THEN
         UPDATE accounts a
            SET spent = 0, period_start = seqroute_period_start(a.period, a.time_zone, now()),
                period_entry_id = (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ledger_entries_id_seq),
                updated_at = now()
-         WHERE a.id = ANY (got) AND a.period <> 'none'
-           AND a.period_start < seqroute_period_start(a.period, a.time_zone, now());
+         WHERE a.id = ANY (ended);
     END IF;
     RETURN got;
 END $$;
