@@ -1,7 +1,9 @@
 // Group commit (money rule 5): requests queue here; one thread owns one PostgreSQL connection,
 // takes everything queued, applies it in one transaction with one round trip, and only once
 // it has committed answers each request (after sending the next batch, so that PostgreSQL
-// works meanwhile). libpq blocks, so this thread keeps it away from the socket's event loops.
+// works meanwhile). When requests come back fast enough, the next batch is sent before the
+// last has committed, to wait behind it on the connection. libpq blocks, so this thread keeps
+// it away from the socket's event loops.
 // While the ledger is unreachable every request fails at once with `unavailable`, and the
 // thread reconnects by itself.
 
@@ -34,6 +36,11 @@ public final class GroupCommitter: @unchecked Sendable {
     /// The ledger's OID of `seqroute_op`, which every batch names; set on connecting.
     private var opType: UInt32 = 0
 
+    /// A pipe written when the queue reaches `wakeAt` requests, to wake the committer waiting
+    /// for a batch's answer (`awaitAnswerOrRequests`).
+    private var wake: (read: Int32, write: Int32) = (-1, -1)
+    private var wakeAt = Int.max
+
     /// How often a down ledger is retried, and unreported holds are expired.
     private let housekeepingInterval: TimeInterval = 0.5
 
@@ -49,8 +56,19 @@ public final class GroupCommitter: @unchecked Sendable {
         self.log = log
     }
 
+    deinit {
+        if wake.read >= 0 {
+            close(wake.read)
+            close(wake.write)
+        }
+    }
+
     /// Connects (throws when the ledger is unreachable) and starts the committer thread.
     public func start() throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw PGError(sqlState: nil, message: "cannot make a pipe: \(errno)", connectionLost: false) }
+        for fd in fds { _ = fcntl(fd, F_SETFL, O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        wake = (fds[0], fds[1])
         let db = try PGConnection(dsn: dsn)
         opType = try BatchRecord.checkType(on: db)
         cond.lock()
@@ -100,6 +118,11 @@ public final class GroupCommitter: @unchecked Sendable {
             return
         }
         queue.append(Pending(op: op, record: record, done: done))
+        if queue.count >= wakeAt {
+            wakeAt = .max
+            var one: UInt8 = 1
+            _ = write(wake.write, &one, 1)
+        }
         cond.signal()
         cond.unlock()
     }
@@ -137,63 +160,121 @@ public final class GroupCommitter: @unchecked Sendable {
     }
 
     /// Commits `first`, then whatever has queued meanwhile, batch after batch until the queue is
-    /// empty or `deadline` (housekeeping) has passed. Once a batch has committed, the next goes
-    /// to PostgreSQL before this thread answers the last, so the backend, which limits
-    /// throughput, applies one batch while the other is being answered. Only one batch is ever
-    /// in flight: the next is sent after the last has committed, so it sees its effects.
+    /// empty or `deadline` (housekeeping) has passed; the backend, which limits throughput,
+    /// should never wait for this thread. Once a batch has committed, the next goes to
+    /// PostgreSQL before this thread answers the last. And if as many requests have queued as
+    /// the last batch answered (its clients coming back) before the batch being applied has
+    /// committed, they go at once, to wait on the connection behind it in a transaction of
+    /// their own: the backend goes from one to the next without a round trip. Such a batch
+    /// holds no session of the one ahead, because a batch that fails is applied again after
+    /// the one behind it, and each session's operations must be applied in the order they came.
     private func commitInTurn(_ first: [Pending], on db: PGConnection?, until deadline: Date) -> PGConnection? {
         guard let db else { return commit(first, on: nil) }
-        var batch = first
-        var sent = false
+        do { try db.send(Self.statement, [encode(first)]) } catch { return commitUnsent(first, on: db, after: error) }
+        var applying = first
+        var answered = 0
         while true {
+            var behind: [Pending] = []
+            var sendError: Error?
+            if answered > 0 && Date() < deadline && !awaitAnswerOrRequests(db, count: answered, until: deadline) {
+                cond.lock()
+                behind = takeBatch(excluding: Set(applying.map(\.op.session)))
+                cond.unlock()
+                if !behind.isEmpty {
+                    do { try db.send(Self.statement, [encode(behind)]) } catch { sendError = error }
+                }
+            }
             let rows: [PGRow]
             do {
-                if !sent { try db.send(Self.statement, [encode(batch)]) }
                 rows = try db.receive()
-            } catch let e as PGError where e.sqlState == "0A000" {
-                // A migration changed what the prepared statement returns; `query` prepares
-                // it again.
-                return commit(batch, on: db)
             } catch {
-                // Nothing else is in flight: the batch is handled on its own.
-                return commit(batch, on: db, failedWith: error)
+                // The batch behind, of other sessions, is settled first; then this one on its own.
+                var conn: PGConnection? = db
+                if !behind.isEmpty {
+                    conn = sendError.map { commitUnsent(behind, on: conn, after: $0) } ?? receiveAndSettle(behind, on: conn)
+                }
+                return commitFailed(applying, on: conn, after: error)
             }
-            var following: [Pending] = []
-            if Date() < deadline {
+            if behind.isEmpty && sendError == nil && Date() < deadline {
                 cond.lock()
-                following = takeBatch()
+                behind = takeBatch()
                 cond.unlock()
+                if !behind.isEmpty {
+                    do { try db.send(Self.statement, [encode(behind)]) } catch { sendError = error }
+                }
             }
-            var sendError: Error?
-            if !following.isEmpty {
-                do { try db.send(Self.statement, [encode(following)]) } catch { sendError = error }
-            }
-            settle(batch, rows)
-            if let sendError {
-                // Not applied: lost with the connection, or to be run again on its own.
-                return (sendError as? PGError)?.connectionLost == true
-                    ? commit(following, on: db, failedWith: sendError) : commit(following, on: db)
-            }
-            if following.isEmpty { return db }
-            batch = following
-            sent = true
+            settle(applying, rows)
+            if let sendError { return commitUnsent(behind, on: db, after: sendError) }
+            if behind.isEmpty { return db }
+            answered = applying.count
+            applying = behind
         }
     }
 
-    /// Takes the next batch off the queue. The caller holds `cond`.
-    private func takeBatch() -> [Pending] {
-        let (batch, rest) = Self.nextBatch(of: queue, max: maxBatch) { $0.op.session }
+    /// Waits until the batch in flight on `db` has its answer (true), or `count` requests have
+    /// queued (false), whichever comes first; true too at `deadline`, or when the connection's
+    /// socket cannot be waited on.
+    private func awaitAnswerOrRequests(_ db: PGConnection, count: Int, until deadline: Date) -> Bool {
+        guard let socket = db.pollableSocket else { return true }
+        if db.answerWaiting { return true }
+        cond.lock()
+        let queued = queue.count >= count
+        if !queued { wakeAt = count }
+        cond.unlock()
+        if queued { return false }
+        var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
+        let milliseconds = Int32(max(0, min(deadline.timeIntervalSinceNow * 1000, 1000)).rounded(.up))
+        var ready: Int32
+        repeat { ready = poll(&fds, 2, milliseconds) } while ready < 0 && errno == EINTR
+        cond.lock()
+        wakeAt = .max
+        var drained: UInt8 = 0
+        while read(wake.read, &drained, 1) == 1 {}
+        cond.unlock()
+        // An answer arriving as well is taken first: the next batch then holds more.
+        return fds[0].revents != 0 || fds[1].revents == 0
+    }
+
+    private func receiveAndSettle(_ batch: [Pending], on db: PGConnection?) -> PGConnection? {
+        guard let db else { return commit(batch, on: nil) }
+        do {
+            settle(batch, try db.receive())
+            return db
+        } catch {
+            return commitFailed(batch, on: db, after: error)
+        }
+    }
+
+    /// A batch whose statement failed.
+    private func commitFailed(_ batch: [Pending], on db: PGConnection?, after error: Error) -> PGConnection? {
+        // A migration changed what the prepared statement returns; `query` prepares it again.
+        if (error as? PGError)?.sqlState == "0A000" { return commit(batch, on: db) }
+        // Nothing else is in flight: the batch is handled on its own.
+        return commit(batch, on: db, failedWith: error)
+    }
+
+    /// A batch that could not be sent: lost with the connection, or not applied and run again.
+    private func commitUnsent(_ batch: [Pending], on db: PGConnection?, after error: Error) -> PGConnection? {
+        (error as? PGError)?.connectionLost == true ? commit(batch, on: db, failedWith: error) : commit(batch, on: db)
+    }
+
+    /// Takes the next batch off the queue, of sessions other than `busy`. The caller holds `cond`.
+    private func takeBatch(excluding busy: Set<String> = []) -> [Pending] {
+        let (batch, rest) = Self.nextBatch(of: queue, max: maxBatch, excluding: busy) { $0.op.session }
         queue = rest
         return batch
     }
 
-    /// Up to `max` items of `queue` with distinct sessions, in arrival order, and what is left.
-    /// An item whose session is already in the batch stays, and so does everything after it for
-    /// that session: each session's operations are applied in the order they came.
-    public static func nextBatch<T>(of queue: [T], max: Int, session: (T) -> String) -> (batch: [T], rest: [T]) {
+    /// Up to `max` items of `queue` with distinct sessions, none of `excluding`, in arrival order,
+    /// and what is left. An item whose session is already in the batch (or excluded) stays, and so
+    /// does everything after it for that session: each session's operations are applied in the
+    /// order they came.
+    public static func nextBatch<T>(of queue: [T], max: Int, excluding: Set<String> = [],
+                                    session: (T) -> String) -> (batch: [T], rest: [T]) {
         var batch: [T] = []
         var rest: [T] = []
-        var sessions = Set<String>()
+        var sessions = excluding
         for item in queue {
             if batch.count < max && sessions.insert(session(item)).inserted {
                 batch.append(item)

@@ -80,6 +80,11 @@ public final class PGConnection: @unchecked Sendable {
 
     private func run(_ sql: String, _ params: [PGParameter], prepared: Bool) throws -> [PGRow] {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        // Only after a fault of the caller's; the connection cannot be trusted with more.
+        guard inFlight == 0 else {
+            drop()
+            throw PGError(sqlState: nil, message: "statements sent were never received", connectionLost: true)
+        }
         let name = prepared ? try preparedName(sql, parameters: params.count) : nil
         let result: OpaquePointer? = withParameters(params) { values, lengths, formats in
             if let name { return PQexecPrepared(conn, name, Int32(params.count), values, lengths, formats, 0) }
@@ -101,39 +106,96 @@ public final class PGConnection: @unchecked Sendable {
         return fresh
     }
 
-    /// Sends one prepared statement without waiting for its answer, which `receive` gives; the
-    /// connection takes no other statement until then. The group committer sends the next
-    /// batch this way, so that PostgreSQL applies it while the committer answers the last one.
+    /// Statements sent and not yet received.
+    private var inFlight = 0
+
+    /// Sends one prepared statement, to run in a transaction of its own after any still in
+    /// flight, without waiting for its answer; `receive` gives the answers in the order sent
+    /// (libpq's pipeline mode). Until all are received the connection takes nothing else.
     public func send(_ sql: String, _ params: [PGParameter]) throws {
         guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        // Preparing takes a round trip of its own, which cannot go behind statements in flight.
+        guard inFlight == 0 || preparedNames[sql] != nil else {
+            throw PGError(sqlState: nil, message: "a statement cannot be prepared behind others in flight", connectionLost: false)
+        }
         let name = try preparedName(sql, parameters: params.count)
+        if inFlight == 0 {
+            guard PQenterPipelineMode(conn) == 1 else { throw lastError(nil) }
+        }
         let sent = withParameters(params) { values, lengths, formats in
             PQsendQueryPrepared(conn, name, Int32(params.count), values, lengths, formats, 0)
         }
-        guard sent == 1 else { throw lastError(nil) }
+        guard sent == 1 else {
+            if inFlight == 0 { PQexitPipelineMode(conn) }
+            throw lastError(nil)
+        }
+        // The Sync ends the statement's transaction. Without it the connection is unusable.
+        guard PQpipelineSync(conn) == 1 else {
+            drop()
+            throw PGError(sqlState: nil, message: "cannot send a statement's end", connectionLost: true)
+        }
+        inFlight += 1
     }
 
-    /// The rows of the statement `send` sent, once it has completed (and, outside a
-    /// transaction, committed), or its error.
+    /// Whether the oldest statement in flight has (the start of) its answer here, so that
+    /// `receive` would not wait long for the server.
+    public var answerWaiting: Bool {
+        guard let conn else { return true }
+        return PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0
+    }
+
+    /// The connection's socket, to wait for an answer beside other events; nil when waiting on
+    /// it could miss an answer already read (TLS and GSS encryption buffer what they decrypt).
+    public var pollableSocket: Int32? {
+        guard let conn, PQsslInUse(conn) == 0, PQgssEncInUse(conn) == 0 else { return nil }
+        return PQsocket(conn)
+    }
+
+    /// Closes a connection left in a state it cannot be used in: every later use fails as lost.
+    private func drop() {
+        PQfinish(conn)
+        conn = nil
+        inFlight = 0
+    }
+
+    /// The rows of the oldest statement `send` sent, once its transaction has committed, or its
+    /// error.
     public func receive() throws -> [PGRow] {
-        guard let conn else { throw PGError(sqlState: nil, message: "connection closed", connectionLost: true) }
+        guard let conn, inFlight > 0 else {
+            throw PGError(sqlState: nil, message: "no statement in flight", connectionLost: conn == nil)
+        }
         guard let result = PQgetResult(conn) else {
-            throw PGError(sqlState: nil, message: "no answer: \(lastError(nil).message)", connectionLost: true)
+            let e = PGError(sqlState: nil, message: "no answer: \(lastError(nil).message)", connectionLost: true)
+            drop()
+            throw e
         }
-        defer { PQclear(result) }
         let answer = Result { try rows(of: result) }
-        // The statement's transaction commits after its rows were sent: an error can still
-        // follow them (a failed commit), and only the server's ReadyForQuery, idle, says done.
+        PQclear(result)
+        // The statement's transaction commits at its Sync, after its rows were sent: an error can
+        // still follow them (a failed commit), and only the Sync's answer says done.
         var failure: PGError?
-        while let more = PQgetResult(conn) {
+        var ends = 0
+        while true {
+            guard let more = PQgetResult(conn) else {
+                // A NULL ends each run of results (the statement's, a failed commit's); more
+                // of them, with no Sync seen, mean the connection is gone.
+                ends += 1
+                guard ends <= 2, PQstatus(conn) == CONNECTION_OK else {
+                    let e = PGError(sqlState: nil, message: "the statement's end was not seen: \(lastError(nil).message)",
+                                    connectionLost: true)
+                    drop()
+                    throw e
+                }
+                continue
+            }
+            defer { PQclear(more) }
+            if PQresultStatus(more) == PGRES_PIPELINE_SYNC { break }
             if failure == nil, case .failure(let e as PGError) = Result(catching: { try rows(of: more) }) { failure = e }
-            PQclear(more)
         }
+        inFlight -= 1
+        // The answer stands; a connection that cannot leave pipeline mode is not used again.
+        if inFlight == 0 && PQexitPipelineMode(conn) != 1 { drop() }
         if let failure { throw failure }
-        guard PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) == PQTRANS_IDLE else {
-            throw PGError(sqlState: nil, message: "the statement's end was not seen: \(lastError(nil).message)",
-                          connectionLost: true)
-        }
         return try answer.get()
     }
 

@@ -31,6 +31,57 @@ import Testing
         }
     }
 
+    /// A batch sent behind one still being applied takes none of its sessions, nor anything
+    /// after them: the one ahead may fail and be applied again after it.
+    @Test func aBatchBehindAnotherLeavesItsSessionsQueued() {
+        let queue = ["a2", "b1", "c1", "a3", "c2", "d1"]
+        let session: (String) -> String = { String($0.prefix(1)) }
+        let next = GroupCommitter.nextBatch(of: queue, max: 10, excluding: ["a", "c"], session: session)
+        #expect(next.batch == ["b1", "d1"])
+        #expect(next.rest == ["a2", "c1", "a3", "c2"])
+    }
+
+    /// Statements sent behind one another (libpq's pipeline mode) each run in a transaction of
+    /// their own and are answered in order: one that fails spares those around it, and the
+    /// connection is usable afterwards.
+    @Test func statementsInFlightAnswerInOrderEachInItsOwnTransaction() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.execute(script: "CREATE TABLE piped (x integer PRIMARY KEY)")
+        let insert = "INSERT INTO piped VALUES ($1::integer) RETURNING x"
+        for x in ["1", "1", "2"] { try db.send(insert, [.text(x)]) }
+        #expect(try db.receive().map { $0[0] } == ["1"])
+        #expect(throws: PGError.self) { try db.receive() }
+        #expect(try db.receive().map { $0[0] } == ["2"])
+        #expect(try db.query("SELECT count(*) FROM piped")[0][0] == "2")
+        // A statement cannot be prepared behind another, and the one in flight is not lost.
+        try db.send(insert, [.text("3")])
+        do {
+            try db.send("SELECT count(*) FROM piped", [])
+            Issue.record("an unprepared statement was sent behind another")
+        } catch let e as PGError {
+            #expect(!e.connectionLost)
+        }
+        #expect(try db.receive().map { $0[0] } == ["3"])
+        #expect(try db.query("SELECT count(*) FROM piped")[0][0] == "3")
+        // A statement whose rows came and whose commit then failed is an error, and the one
+        // behind it still commits.
+        try db.execute(script: """
+            CREATE FUNCTION refuse_zero() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.x = 0 THEN RAISE EXCEPTION 'zero refused at commit'; END IF; RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER refuse_zero AFTER INSERT ON piped DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION refuse_zero();
+            """)
+        for x in ["0", "4"] { try db.send(insert, [.text(x)]) }
+        do {
+            _ = try db.receive()
+            Issue.record("a commit that failed was received as rows")
+        } catch let e as PGError {
+            #expect(!e.connectionLost && e.message.contains("zero refused at commit"), "\(e)")
+        }
+        #expect(try db.receive().map { $0[0] } == ["4"])
+        #expect(try db.query("SELECT array_agg(x ORDER BY x)::text FROM piped")[0][0] == "{1,2,3,4}")
+    }
+
     @Test func theBatchFunctionRefusesASessionNamedTwice() throws {
         let dsn = try TestCluster.freshDatabase()
         let db = try PGConnection(dsn: dsn)
