@@ -22,12 +22,15 @@ public struct RouteRecord: Sendable {
     public var scores: [Double]?
     /// The uid of the client process (SO_PEERCRED), when known.
     public var peerUID: UInt32?
+    /// The session's account, when the daemon knows it (`LedgerOperation.report`).
+    public var account: String?
 
     public init(session: String, turn: Int, model: String?, hold: Int64, minHold: Int64, policyVersion: String,
                 lambda: Double, poolID: String, task: String?, promptTokens: Int, features: [Double],
                 budgetState: [Double], holds: [Int64], feasible: [Bool], propensity: Double?, scores: [Double]?,
-                peerUID: UInt32? = nil) {
+                peerUID: UInt32? = nil, account: String? = nil) {
         self.peerUID = peerUID
+        self.account = account
         self.session = session
         self.turn = turn
         self.model = model
@@ -50,7 +53,11 @@ public struct RouteRecord: Sendable {
 public enum LedgerOperation: Sendable {
     case open(session: String, account: String, user: String?, budget: Int64, horizon: Int?, lambda: Double?)
     case route(RouteRecord)
-    case report(ReportRequest)
+    /// `account`, as in `RouteRecord`: the session's account when the daemon knows it (it opened
+    /// the session), which spares the ledger a lookup to find the account to lock. The ledger
+    /// locks the account named; a session that is not that account's is answered
+    /// `unknown_session`, so a wrong name cannot write without the right lock.
+    case report(ReportRequest, account: String?)
     case feedback(session: String, turn: Int, quality: Double)
     case close(session: String)
     case status(session: String)
@@ -61,7 +68,7 @@ public enum LedgerOperation: Sendable {
         case .open(let session, _, _, _, _, _), .feedback(let session, _, _), .close(let session), .status(let session):
             return session
         case .route(let r): return r.session
-        case .report(let r): return r.session
+        case .report(let r, _): return r.session
         }
     }
 
@@ -76,7 +83,7 @@ public enum LedgerOperation: Sendable {
             o.text(.k, "open"); o.text(.s, session); o.text(.a, account); o.text(.u, user)
             o.int8(.b, budget); o.int4(.h, horizon); o.float8(.l, lambda)
         case .route(let r):
-            o.text(.k, "route"); o.text(.s, r.session); o.float8(.l, r.lambda); o.int4(.t, r.turn)
+            o.text(.k, "route"); o.text(.s, r.session); o.text(.a, r.account); o.float8(.l, r.lambda); o.int4(.t, r.turn)
             o.text(.m, r.model); o.int8(.hd, r.hold); o.int8(.mh, r.minHold); o.text(.pv, r.policyVersion)
             o.text(.pool, r.poolID); o.text(.task, r.task); o.int4(.pt, r.promptTokens)
             o.array(.bs, r.budgetState)
@@ -86,8 +93,8 @@ public enum LedgerOperation: Sendable {
             if let scores = r.scores { o.array(.sc, scores) }
             o.int8(.pu, r.peerUID.map(Int64.init))
             o.features(.fb, r.features)
-        case .report(let r):
-            o.text(.k, "report"); o.text(.s, r.session); o.int4(.t, r.turn); o.int8(.c, r.cost)
+        case .report(let r, let account):
+            o.text(.k, "report"); o.text(.s, r.session); o.text(.a, account); o.int4(.t, r.turn); o.int8(.c, r.cost)
             o.float8(.q, r.quality); o.int4(.i, r.inTokens); o.int4(.o, r.outTokens)
         case let .feedback(session, turn, quality):
             o.text(.k, "feedback"); o.text(.s, session); o.int4(.t, turn); o.float8(.q, quality)

@@ -20,8 +20,11 @@ struct SessionView: Sendable {
     var bankrupt: Bool
     var closed: Bool
     var lastModel: Int?
+    /// The session's account, known when this daemon opened the session.
+    var account: String?
 
-    init(statusOf r: LedgerResult) {
+    init(statusOf r: LedgerResult, account: String? = nil) {
+        self.account = account
         budget = r.budget ?? 0
         spent = r.spent ?? 0
         held = r.held ?? 0
@@ -131,7 +134,7 @@ public final class Router: @unchecked Sendable {
             }
         case .status(let session):
             return await ledger(.status(session: session)) { r in
-                let v = SessionView(statusOf: r)
+                let v = SessionView(statusOf: r, account: self.lock.withLock { self.sessions[session]?.account })
                 self.remember(session, v)
                 return OKAnswer([("budget", "\(v.budget)"), ("spent", "\(v.spent)"), ("held", "\(v.held)"),
                                  ("remaining", "\(v.budget - v.spent - v.held)"), ("turn", "\(v.turns)"),
@@ -154,7 +157,7 @@ public final class Router: @unchecked Sendable {
         let account = r.account ?? config.defaultAccount
         return await ledger(.open(session: r.session, account: account, user: r.user, budget: budget,
                                   horizon: r.horizon, lambda: r.lambda)) { res in
-            self.remember(r.session, SessionView(statusOf: res))
+            self.remember(r.session, SessionView(statusOf: res, account: account))
             return OKAnswer([("session", r.session), ("remaining", "\(budget)")]).line
         }
     }
@@ -202,7 +205,7 @@ public final class Router: @unchecked Sendable {
                 budgetState: [Double(turn), Double(view.horizon ?? 0), Double(view.budget), Double(view.spent),
                               Double(view.held), Double(view.accountRemaining)],
                 holds: holds, feasible: context.feasible, propensity: decision?.propensity, scores: decision?.scores,
-                peerUID: peerUID)
+                peerUID: peerUID, account: view.account)
             let result = await committer.submit(.route(record))
             switch result {
             case .failure(let f): return failureLine(f)
@@ -225,7 +228,7 @@ public final class Router: @unchecked Sendable {
                     if let fallback = config.fallbackModel { pairs.append(("model", fallback)) }
                     return OKAnswer(pairs).line
                 case "stale":
-                    view = SessionView(statusOf: res)
+                    view = SessionView(statusOf: res, account: view.account)
                     remember(r.session, view)
                 case "unknown_session":
                     forget(r.session)
@@ -242,7 +245,7 @@ public final class Router: @unchecked Sendable {
     }
 
     private func report(_ r: ReportRequest) async -> String {
-        await ledger(.report(r)) { res in
+        await ledger(.report(r, account: lock.withLock { sessions[r.session]?.account })) { res in
             self.lock.lock()
             if var v = self.sessions[r.session] {
                 v.spent = res.spent ?? v.spent

@@ -2,7 +2,7 @@
 // holds at most one operation per session, and a session's operations keep their order.
 
 import Foundation
-import SeqRouteCore
+@testable import SeqRouteCore
 import SeqRouteLedger
 import Testing
 
@@ -325,6 +325,31 @@ import Testing
             #expect(try answers[base + 7].get().held == 0)
         }
         #expect(committer.counterSnapshot.operations == ops.count)
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
+    /// A ROUTE or REPORT may name its session's account, and the ledger then locks that account
+    /// without looking the session up. Named wrongly, the session is not found under the lock
+    /// taken: the request is answered `unknown_session` and nothing is written.
+    @Test func anOperationNamingTheWrongAccountWritesNothing() async throws {
+        let (db, committer) = try startedCommitter()
+        defer { committer.stop() }
+        try db.setAccount("other", cap: 1_000_000)
+        #expect(try await committer.submit(.open(session: "w", account: "acct", user: nil, budget: 1000, horizon: nil,
+                                                  lambda: nil)).get().status == "ok")
+        let before = try ledgerFingerprint(db)
+        var wrong = route("w", 1)
+        if case .route(var r) = wrong { r.account = "other"; wrong = .route(r) }
+        #expect(try await committer.submit(wrong).get().status == "unknown_session")
+        let report = ReportRequest(session: "w", turn: 1, cost: 40, quality: 0.5, inTokens: nil, outTokens: nil)
+        #expect(try await committer.submit(.report(report, account: "other")).get().status == "unknown_session")
+        #expect(try ledgerFingerprint(db) == before)
+        // Named rightly, or not at all, they are served.
+        var right = route("w", 1)
+        if case .route(var r) = right { r.account = "acct"; right = .route(r) }
+        #expect(try await committer.submit(right).get().status == "ok")
+        #expect(try await committer.submit(.report(report, account: "acct")).get().status == "ok")
+        #expect(try await committer.submit(route("w", 2)).get().status == "ok")
         #expect(try reconciliationRows(db).isEmpty)
     }
 

@@ -37,11 +37,15 @@ DECLARE
 BEGIN
     -- The survey, with the locks: the kinds present, whether a session is named twice, and the
     -- accounts of the batch's sessions and OPENs, locked in id order, which serialises every
-    -- writer of their sessions; ended budget periods start afresh (1_periods.sql).
+    -- writer of their sessions; ended budget periods start afresh (1_periods.sql). An OPEN
+    -- names its account; a ROUTE or REPORT may name its session's, which the daemon knows for
+    -- the sessions it opened, and spares the lookup. A wrong name locks the wrong account, and
+    -- the statements below then do not find the session (they join only sessions of locked
+    -- accounts).
     SELECT s.kinds, s.repeats, l.got INTO kinds, repeats, locked
       FROM (SELECT array_agg(DISTINCT x.k) AS kinds, count(DISTINCT x.s) < count(*) AS repeats,
-                   array_agg(CASE WHEN x.k = 'open' THEN x.a ELSE se.account_id END) AS accounts
-              FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s) s
+                   array_agg(coalesce(x.a, (SELECT se.account_id FROM sessions se WHERE se.id = x.s))) AS accounts
+              FROM unnest(ops) x) s
      CROSS JOIN LATERAL seqroute_lock_accounts(s.accounts) AS l (got);
     IF repeats THEN
         RAISE EXCEPTION 'seqroute_apply: a batch names a session more than once' USING ERRCODE = 'invalid_parameter_value';
