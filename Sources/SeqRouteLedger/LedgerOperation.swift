@@ -55,8 +55,9 @@ public enum LedgerOperation: Sendable {
     case route(RouteRecord)
     /// `account`, as in `RouteRecord`: the session's account when the daemon knows it (it opened
     /// the session), which spares the ledger a lookup to find the account to lock. The ledger
-    /// locks the account named; a session that is not that account's is answered
-    /// `unknown_session`, so a wrong name cannot write without the right lock.
+    /// locks the account named, and serves only sessions of accounts it locked: a wrong name
+    /// cannot write without the right lock (the request is answered `unknown_session`, unless
+    /// the batch locks the right account for another operation anyway).
     case report(ReportRequest, account: String?)
     case feedback(session: String, turn: Int, quality: Double)
     case close(session: String)

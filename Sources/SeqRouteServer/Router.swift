@@ -230,6 +230,10 @@ public final class Router: @unchecked Sendable {
                 case "stale":
                     view = SessionView(statusOf: res, account: view.account)
                     remember(r.session, view)
+                case "unknown_session" where view.account != nil:
+                    // Not under the account remembered (a memory gone wrong): the ledger looks it up.
+                    view.account = nil
+                    remember(r.session, view)
                 case "unknown_session":
                     forget(r.session)
                     return ProtocolError("unknown_session", "no session \(LineProtocol.percentEncoded(r.session))").line
@@ -245,7 +249,15 @@ public final class Router: @unchecked Sendable {
     }
 
     private func report(_ r: ReportRequest) async -> String {
-        await ledger(.report(r, account: lock.withLock { sessions[r.session]?.account })) { res in
+        // The account remembered spares the ledger a lookup; a session not found under it (a
+        // memory gone wrong) is looked up after all.
+        let account = lock.withLock { sessions[r.session]?.account }
+        var result = await committer.submit(.report(r, account: account))
+        if account != nil, case .success(let res) = result, res.status == "unknown_session" {
+            lock.withLock { sessions[r.session]?.account = nil }
+            result = await committer.submit(.report(r, account: nil))
+        }
+        return answered(result) { res in
             self.lock.lock()
             if var v = self.sessions[r.session] {
                 v.spent = res.spent ?? v.spent
@@ -299,15 +311,19 @@ public final class Router: @unchecked Sendable {
 
     /// Sends one operation; answers `ok` through `onOK`, every other status as its ERR line.
     private func ledger(_ op: LedgerOperation, onOK: (LedgerResult) -> String) async -> String {
-        switch await committer.submit(op) {
+        answered(await committer.submit(op), onOK: onOK)
+    }
+
+    private func answered(_ result: Result<LedgerResult, LedgerFailure>, onOK: (LedgerResult) -> String) -> String {
+        switch result {
         case .failure(let f): return failureLine(f)
         case .success(let r):
             if r.status == "ok" { return onOK(r) }
-            return errorLine(for: r, op: op)
+            return errorLine(for: r)
         }
     }
 
-    private func errorLine(for r: LedgerResult, op: LedgerOperation) -> String {
+    private func errorLine(for r: LedgerResult) -> String {
         switch r.status {
         case "unknown_session": return ProtocolError("unknown_session", "no such session").line
         case "unknown_account": return ProtocolError("unknown_account", "no such account; create it with seqroute account set").line

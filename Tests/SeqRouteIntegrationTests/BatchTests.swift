@@ -337,17 +337,20 @@ import Testing
         try db.setAccount("other", cap: 1_000_000)
         #expect(try await committer.submit(.open(session: "w", account: "acct", user: nil, budget: 1000, horizon: nil,
                                                   lambda: nil)).get().status == "ok")
-        let before = try ledgerFingerprint(db)
-        var wrong = route("w", 1)
-        if case .route(var r) = wrong { r.account = "other"; wrong = .route(r) }
-        #expect(try await committer.submit(wrong).get().status == "unknown_session")
+        func routeNaming(_ account: String, turn: Int) -> LedgerOperation {
+            guard case .route(var r) = route("w", turn) else { return route("w", turn) }
+            r.account = account
+            return .route(r)
+        }
         let report = ReportRequest(session: "w", turn: 1, cost: 40, quality: 0.5, inTokens: nil, outTokens: nil)
+        var before = try ledgerFingerprint(db)
+        #expect(try await committer.submit(routeNaming("other", turn: 1)).get().status == "unknown_session")
+        #expect(try ledgerFingerprint(db) == before)
+        // Named rightly, a ROUTE is served; a REPORT of its held turn naming the wrong account is not.
+        #expect(try await committer.submit(routeNaming("acct", turn: 1)).get().status == "ok")
+        before = try ledgerFingerprint(db)
         #expect(try await committer.submit(.report(report, account: "other")).get().status == "unknown_session")
         #expect(try ledgerFingerprint(db) == before)
-        // Named rightly, or not at all, they are served.
-        var right = route("w", 1)
-        if case .route(var r) = right { r.account = "acct"; right = .route(r) }
-        #expect(try await committer.submit(right).get().status == "ok")
         #expect(try await committer.submit(.report(report, account: "acct")).get().status == "ok")
         #expect(try await committer.submit(route("w", 2)).get().status == "ok")
         #expect(try reconciliationRows(db).isEmpty)

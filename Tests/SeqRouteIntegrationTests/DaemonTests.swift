@@ -41,6 +41,29 @@ import Testing
         #expect(daemon.terminate() == 0)
     }
 
+    /// The daemon names a session's account to the ledger as it remembers it from the OPEN. A
+    /// session the ledger does not find under that account (here moved by hand after the OPEN)
+    /// is looked up after all: ROUTE and REPORT are served, under the session's real account.
+    @Test func aSessionNotUnderTheAccountRememberedIsStillServed() throws {
+        let dsn = try TestCluster.freshDatabase()
+        let daemon = try DaemonProcess(dsn: dsn)
+        try daemon.start()
+        let c = try daemon.client()
+        #expect(try c.request("OPEN moved budget=100000 horizon=2").hasPrefix("OK"))
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("elsewhere", cap: 1_000_000)
+        try db.query("UPDATE sessions SET account_id = 'elsewhere' WHERE id = 'moved'")
+        let routed = try c.request("ROUTE moved tokens=100")
+        #expect(routed.hasPrefix("OK turn=1 "), "\(routed)")
+        let hold = try #require(LineClient.fields(routed)["hold"].flatMap { Int64($0) })
+        #expect(try c.request("REPORT moved 1 cost=10").hasPrefix("OK spent=10 "))
+        #expect(try c.request("ROUTE moved tokens=100").hasPrefix("OK turn=2 "))
+        let entries = try db.query("SELECT DISTINCT account_id FROM ledger_entries WHERE session_id = 'moved'").map { $0[0] }
+        #expect(entries == ["elsewhere"])
+        #expect(hold > 10)
+        #expect(daemon.terminate() == 0)
+    }
+
     @Test func overrunIsRecordedAsItIs() throws {
         let dsn = try TestCluster.freshDatabase()
         let daemon = try DaemonProcess(dsn: dsn)

@@ -41,7 +41,7 @@ BEGIN
     -- names its account; a ROUTE or REPORT may name its session's, which the daemon knows for
     -- the sessions it opened, and spares the lookup. A wrong name locks the wrong account, and
     -- the statements below then do not find the session (they join only sessions of locked
-    -- accounts).
+    -- accounts), unless another operation of the batch locked its account.
     SELECT s.kinds, s.repeats, l.got INTO kinds, repeats, locked
       FROM (SELECT array_agg(DISTINCT x.k) AS kinds, count(DISTINCT x.s) < count(*) AS repeats,
                    array_agg(coalesce(x.a, (SELECT se.account_id FROM sessions se WHERE se.id = x.s))) AS accounts
