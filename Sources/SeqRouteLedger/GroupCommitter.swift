@@ -41,14 +41,16 @@ public final class GroupCommitter: @unchecked Sendable {
     private var wake: (read: Int32, write: Int32) = (-1, -1)
     private var wakeAt = Int.max
 
-    /// How often a down ledger is retried, and unreported holds are expired.
-    private let housekeepingInterval: TimeInterval = 0.5
+    /// How often a down ledger is retried, and unreported holds are expired; a chain of batches
+    /// (`commitInTurn`) ends for it.
+    private let housekeepingInterval: TimeInterval
 
     /// Called with the size of each committed batch (the metrics' batch-size histogram).
     private let onBatch: @Sendable (Int) -> Void
 
-    public init(dsn: String, maxBatch: Int, holdExpirySeconds: Int, log: @escaping @Sendable (String) -> Void,
-                onBatch: @escaping @Sendable (Int) -> Void = { _ in }) {
+    public init(dsn: String, maxBatch: Int, holdExpirySeconds: Int, housekeepingInterval: TimeInterval = 0.5,
+                log: @escaping @Sendable (String) -> Void, onBatch: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.housekeepingInterval = housekeepingInterval
         self.onBatch = onBatch
         self.dsn = dsn
         self.maxBatch = maxBatch
@@ -65,6 +67,7 @@ public final class GroupCommitter: @unchecked Sendable {
 
     /// Connects (throws when the ledger is unreachable) and starts the committer thread.
     public func start() throws {
+        guard thread == nil else { throw PGError(sqlState: nil, message: "the committer runs already", connectionLost: false) }
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw PGError(sqlState: nil, message: "cannot make a pipe: \(errno)", connectionLost: false) }
         for fd in fds { _ = fcntl(fd, F_SETFL, O_NONBLOCK); _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -174,15 +177,9 @@ public final class GroupCommitter: @unchecked Sendable {
         var applying = first
         var answered = 0
         while true {
-            var behind: [Pending] = []
-            var sendError: Error?
+            var (behind, sendError): ([Pending], Error?) = ([], nil)
             if answered > 0 && Date() < deadline && !awaitAnswerOrRequests(db, count: answered, until: deadline) {
-                cond.lock()
-                behind = takeBatch(excluding: Set(applying.map(\.op.session)))
-                cond.unlock()
-                if !behind.isEmpty {
-                    do { try db.send(Self.statement, [encode(behind)]) } catch { sendError = error }
-                }
+                (behind, sendError) = sendNext(on: db, excluding: Set(applying.map(\.op.session)))
             }
             let rows: [PGRow]
             do {
@@ -196,18 +193,27 @@ public final class GroupCommitter: @unchecked Sendable {
                 return commitFailed(applying, on: conn, after: error)
             }
             if behind.isEmpty && sendError == nil && Date() < deadline {
-                cond.lock()
-                behind = takeBatch()
-                cond.unlock()
-                if !behind.isEmpty {
-                    do { try db.send(Self.statement, [encode(behind)]) } catch { sendError = error }
-                }
+                (behind, sendError) = sendNext(on: db, excluding: [])
             }
             settle(applying, rows)
             if let sendError { return commitUnsent(behind, on: db, after: sendError) }
             if behind.isEmpty { return db }
             answered = applying.count
             applying = behind
+        }
+    }
+
+    /// Takes the next batch, of sessions other than `busy`, and sends it unless it is empty.
+    private func sendNext(on db: PGConnection, excluding busy: Set<String>) -> ([Pending], Error?) {
+        cond.lock()
+        let batch = takeBatch(excluding: busy)
+        cond.unlock()
+        guard !batch.isEmpty else { return ([], nil) }
+        do {
+            try db.send(Self.statement, [encode(batch)])
+            return (batch, nil)
+        } catch {
+            return (batch, error)
         }
     }
 

@@ -125,9 +125,11 @@ public final class PGConnection: @unchecked Sendable {
         let sent = withParameters(params) { values, lengths, formats in
             PQsendQueryPrepared(conn, name, Int32(params.count), values, lengths, formats, 0)
         }
+        // A statement half queued in libpq's buffer would go out ahead of the next one.
         guard sent == 1 else {
-            if inFlight == 0 { PQexitPipelineMode(conn) }
-            throw lastError(nil)
+            let e = lastError(nil)
+            drop()
+            throw PGError(sqlState: e.sqlState, message: "cannot send: \(e.message)", connectionLost: true)
         }
         // The Sync ends the statement's transaction. Without it the connection is unusable.
         guard PQpipelineSync(conn) == 1 else {

@@ -328,6 +328,66 @@ import Testing
         #expect(try reconciliationRows(db).isEmpty)
     }
 
+    /// A batch sent behind one still being applied, because its requests came first, holds none
+    /// of the sessions ahead of it. When the batch ahead fails, the one behind is answered first
+    /// and the failed one is applied again after it, once. Here the batch function is wrapped to
+    /// take 0.6 s for batches naming z, p1, p2 or slow, and to fail the first with slow's OPEN
+    /// as a deadlock would.
+    @Test func aBatchBehindAFailedOneIsAnsweredFirstAndTheFailedOneOnce() async throws {
+        let dsn = try TestCluster.freshDatabase()
+        let db = try PGConnection(dsn: dsn)
+        try db.setAccount("acct", cap: 1_000_000)
+        try db.execute(script: """
+            ALTER FUNCTION seqroute_apply(seqroute_op[]) RENAME TO seqroute_apply_inner;
+            CREATE SEQUENCE slow_failures;
+            CREATE FUNCTION seqroute_apply(ops seqroute_op[]) RETURNS SETOF seqroute_result LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM unnest(ops) x WHERE x.s IN ('z', 'p1', 'p2', 'slow')) THEN
+                    PERFORM pg_sleep(0.6);
+                END IF;
+                IF EXISTS (SELECT 1 FROM unnest(ops) x WHERE x.s = 'slow' AND x.k = 'open') AND nextval('slow_failures') = 1 THEN
+                    RAISE EXCEPTION 'as if deadlocked' USING ERRCODE = 'deadlock_detected';
+                END IF;
+                RETURN QUERY SELECT * FROM seqroute_apply_inner(ops);
+            END $$;
+            """)
+        // Housekeeping, which ends a chain of batches, not due during the test.
+        let committer = GroupCommitter(dsn: dsn, maxBatch: 64, holdExpirySeconds: 600, housekeepingInterval: 30, log: { _ in })
+        try committer.start()
+        defer { committer.stop() }
+        usleep(100_000)  // past the first housekeeping, at start
+        final class Order: @unchecked Sendable {
+            private let lock = NSLock()
+            private var labels: [String] = []
+            func add(_ label: String) { lock.withLock { labels.append(label) } }
+            var all: [String] { lock.withLock { labels } }
+        }
+        let order = Order()
+        let labels = ["z", "p1", "p2", "slow", "slow-status", "x"]
+        let done = LockedResults(count: labels.count)
+        func submit(_ i: Int, _ op: LedgerOperation) {
+            committer.submit(op) { order.add(labels[i]); done.set(i, $0) }
+        }
+        func open(_ s: String) -> LedgerOperation {
+            .open(session: s, account: "acct", user: nil, budget: 1000, horizon: nil, lambda: nil)
+        }
+        submit(0, open("z"))              // applied 0 – 0.6 s
+        usleep(200_000)
+        submit(1, open("p1"))             // queued together, applied 0.6 – 1.2 s
+        submit(2, open("p2"))
+        usleep(700_000)
+        submit(3, open("slow"))           // one request as z's batch had: sent behind p1 and p2
+        usleep(600_000)
+        // Applying slow (1.2 – 1.8 s, then it fails). Two requests, as many as the batch before:
+        // x goes behind slow at once; slow's STATUS waits for slow's OPEN.
+        submit(4, .status(session: "slow"))
+        submit(5, open("x"))
+        let answers = await done.all()
+        for (label, answer) in zip(labels, answers) { #expect(try answer.get().status == "ok", "\(label): \(answer)") }
+        #expect(order.all == ["z", "p1", "p2", "x", "slow", "slow-status"])
+        #expect(try db.query("SELECT last_value FROM slow_failures")[0][0] == "2")
+    }
+
     /// A ROUTE or REPORT may name its session's account, and the ledger then locks that account
     /// without looking the session up. Named wrongly, the session is not found under the lock
     /// taken: the request is answered `unknown_session` and nothing is written.
@@ -338,7 +398,10 @@ import Testing
         #expect(try await committer.submit(.open(session: "w", account: "acct", user: nil, budget: 1000, horizon: nil,
                                                   lambda: nil)).get().status == "ok")
         func routeNaming(_ account: String, turn: Int) -> LedgerOperation {
-            guard case .route(var r) = route("w", turn) else { return route("w", turn) }
+            guard case .route(var r) = route("w", turn) else {
+                Issue.record("route() made no ROUTE")
+                return route("w", turn)
+            }
             r.account = account
             return .route(r)
         }

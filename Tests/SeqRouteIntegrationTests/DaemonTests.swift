@@ -49,18 +49,21 @@ import Testing
         let daemon = try DaemonProcess(dsn: dsn)
         try daemon.start()
         let c = try daemon.client()
-        #expect(try c.request("OPEN moved budget=100000 horizon=2").hasPrefix("OK"))
+        #expect(try c.request("OPEN moved budget=100000 horizon=3").hasPrefix("OK"))
+        #expect(try c.request("ROUTE moved tokens=100").hasPrefix("OK turn=1 "))
+        let reported = try c.request("REPORT moved 1 cost=10")
+        #expect(reported.hasPrefix("OK spent=10 "), "\(reported)")
         let db = try PGConnection(dsn: dsn)
         try db.setAccount("elsewhere", cap: 1_000_000)
         try db.query("UPDATE sessions SET account_id = 'elsewhere' WHERE id = 'moved'")
+        // The REPORT again (answered as the first time) and a ROUTE, each first sent naming the
+        // account remembered.
+        #expect(try c.request("REPORT moved 1 cost=10") == reported)
         let routed = try c.request("ROUTE moved tokens=100")
-        #expect(routed.hasPrefix("OK turn=1 "), "\(routed)")
-        let hold = try #require(LineClient.fields(routed)["hold"].flatMap { Int64($0) })
-        #expect(try c.request("REPORT moved 1 cost=10").hasPrefix("OK spent=10 "))
-        #expect(try c.request("ROUTE moved tokens=100").hasPrefix("OK turn=2 "))
-        let entries = try db.query("SELECT DISTINCT account_id FROM ledger_entries WHERE session_id = 'moved'").map { $0[0] }
-        #expect(entries == ["elsewhere"])
-        #expect(hold > 10)
+        #expect(routed.hasPrefix("OK turn=2 "), "\(routed)")
+        #expect(try c.request("REPORT moved 2 cost=10").hasPrefix("OK spent=20 "))
+        let entries = try db.query("SELECT kind, account_id FROM ledger_entries WHERE session_id = 'moved' AND turn = 2 ORDER BY id")
+        #expect(entries.map { "\($0[0]!):\($0[1]!)" } == ["hold:elsewhere", "capture:elsewhere", "release:elsewhere"])
         #expect(daemon.terminate() == 0)
     }
 
