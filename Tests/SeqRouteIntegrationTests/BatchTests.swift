@@ -331,8 +331,8 @@ import Testing
     /// A batch sent behind one still being applied, because its requests came first, holds none
     /// of the sessions ahead of it. When the batch ahead fails, the one behind is answered first
     /// and the failed one is applied again after it, once. Here the batch function is wrapped to
-    /// take 0.6 s for batches naming z, p1, p2 or slow, and to fail the first with slow's OPEN
-    /// as a deadlock would.
+    /// take 1 s for batches naming z, p1, p2 or slow, and to fail the first with slow's OPEN as
+    /// a deadlock would; the requests come half-way through the batches they follow.
     @Test func aBatchBehindAFailedOneIsAnsweredFirstAndTheFailedOneOnce() async throws {
         let dsn = try TestCluster.freshDatabase()
         let db = try PGConnection(dsn: dsn)
@@ -343,7 +343,7 @@ import Testing
             CREATE FUNCTION seqroute_apply(ops seqroute_op[]) RETURNS SETOF seqroute_result LANGUAGE plpgsql AS $$
             BEGIN
                 IF EXISTS (SELECT 1 FROM unnest(ops) x WHERE x.s IN ('z', 'p1', 'p2', 'slow')) THEN
-                    PERFORM pg_sleep(0.6);
+                    PERFORM pg_sleep(1);
                 END IF;
                 IF EXISTS (SELECT 1 FROM unnest(ops) x WHERE x.s = 'slow' AND x.k = 'open') AND nextval('slow_failures') = 1 THEN
                     RAISE EXCEPTION 'as if deadlocked' USING ERRCODE = 'deadlock_detected';
@@ -371,14 +371,14 @@ import Testing
         func open(_ s: String) -> LedgerOperation {
             .open(session: s, account: "acct", user: nil, budget: 1000, horizon: nil, lambda: nil)
         }
-        submit(0, open("z"))              // applied 0 – 0.6 s
-        usleep(200_000)
-        submit(1, open("p1"))             // queued together, applied 0.6 – 1.2 s
+        submit(0, open("z"))              // applied 0 – 1 s
+        usleep(400_000)
+        submit(1, open("p1"))             // queued together, applied 1 – 2 s
         submit(2, open("p2"))
-        usleep(700_000)
+        usleep(1_100_000)
         submit(3, open("slow"))           // one request as z's batch had: sent behind p1 and p2
-        usleep(600_000)
-        // Applying slow (1.2 – 1.8 s, then it fails). Two requests, as many as the batch before:
+        usleep(1_000_000)
+        // Applying slow (2 – 3 s, then it fails). Two requests, as many as the batch before:
         // x goes behind slow at once; slow's STATUS waits for slow's OPEN.
         submit(4, .status(session: "slow"))
         submit(5, open("x"))
