@@ -22,6 +22,9 @@ public struct BenchConfiguration: Sendable {
     /// How many λ the sweep may add where one step of λ moves the learned policy's cost or
     /// quality on validation sessions the most (`LambdaSweep.refined`), whatever the data.
     public var lambdaRefinements = 128
+    /// How many λ the test-side search may evaluate between two λ of the sweep for one baseline
+    /// point that the sweep leaves undominated (step 5b).
+    public var lambdaSearchTries = 16
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -103,6 +106,10 @@ public struct LevelSummary: Sendable, Codable {
     public var cost_reduction_vs_best_baseline: Double?
     /// Baseline points (heuristics, static models, BC) that no λ reaches at ≥ quality and ≤ cost.
     public var undominated_baseline_points: [String]
+    /// The same against the λ of the sweep alone (chosen on validation sessions).
+    public var undominated_by_sweep: [String]
+    /// The λ that the search on test sessions added at this level (step 5b), in order.
+    public var lambdas_searched_on_test: [Double]
     public var seqroute_max_quality: Double
     public var seqroute_min_bankruptcy: Double
     public var seqroute_max_bankruptcy: Double
@@ -324,7 +331,41 @@ public enum Bench {
             if n % 50 == 0 || n == runs.count { progress("evaluation: \(n)/\(runs.count) runs") }
         }
         figures["evaluation_seconds"] = Date().timeIntervalSince(evalStart)
-        let all = results.values
+
+        // 5b. Between two λ of the sweep, on the test sessions: for each baseline point that no
+        // λ of the sweep reaches, bisect λ across its cost (`LambdaSweep.search`). This only
+        // answers whether some λ reaches the point; the matched λ stays chosen on validation.
+        let swept = results.values
+        let searched = Slots<[BenchResult]>(count: c.rhos.count)
+        DispatchQueue.concurrentPerform(iterations: c.rhos.count) { i in
+            let rho = c.rhos[i]
+            let budgets = levels.budgetsUSD(for: testSessions, rho: rho)
+            let level = swept.filter { $0.rho == rho }
+            var added: [BenchResult] = []
+            for b in level.filter(isBaseline) {
+                let sr = (level + added).filter { $0.policy == "seqroute" }.sorted { $0.knob! < $1.knob! }
+                guard !sr.contains(where: { $0.quality >= b.quality && $0.cost <= b.cost }) else { continue }
+                for (x, y) in zip(sr, sr.dropFirst()) where (x.cost > b.cost) != (y.cost > b.cost) {
+                    let (dear, cheap) = x.cost > b.cost ? (x, y) : (y, x)
+                    guard dear.quality >= b.quality else { continue }
+                    let tried = LambdaSweep.search(dear: dear.knob!, cheap: cheap.knob!, reaching: (b.quality, b.cost),
+                                                   tries: c.lambdaSearchTries) { l in
+                        let m = testSim.run(LearnedSimPolicy(policy: seqroute, data: testData, lambda: l),
+                                            sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
+                        added.append(BenchResult(policy: "seqroute", rho: rho, knob: l, quality: m.meanTurnQuality,
+                                                 cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
+                                                 unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
+                                                 violations: m.violations))
+                        return (m.meanTurnQuality, m.meanSessionCostUSD)
+                    }
+                    if let last = tried.last, last.quality >= b.quality && last.cost <= b.cost { break }
+                }
+            }
+            searched.set(i, added.sorted { $0.knob! < $1.knob! })
+        }
+        let extra = searched.values
+        figures["lambda_test_search_runs"] = Double(extra.map(\.count).reduce(0, +))
+        let all = c.rhos.enumerated().flatMap { i, rho in swept.filter { $0.rho == rho } + extra[i] }
 
         // The strongest model with no budget at all: what most services do today.
         let unlimited = testSim.run(SingleModelHeuristic.strongest(stats), sessions: testSessions,
@@ -363,7 +404,9 @@ public enum Bench {
         for _ in 0..<2_000 { _ = probe.choose(state, random: &probeRandom) }
         figures["decision_microseconds"] = Double(DispatchTime.now().uptimeNanoseconds - latencyStart) / 2_000 / 1_000
 
-        let summary = c.rhos.map { rho in summarize(rho: rho, all.filter { $0.rho == rho }, matched: matched[rho] ?? nil) }
+        let summary = c.rhos.map { rho in
+            summarize(rho: rho, all.filter { $0.rho == rho }, matched: matched[rho] ?? nil, sweep: Set(sweep))
+        }
         return (BenchOutput(results: all, summary: summary, strongest_unbudgeted: strongestUnbudgeted,
                             figures: figures, notes: notes), seqroute)
     }
@@ -372,7 +415,7 @@ public enum Bench {
                                              "strongest", "bc"]
     static func isBaseline(_ r: BenchResult) -> Bool { baselineNames.contains(r.policy) || r.policy.hasPrefix("model:") }
 
-    static func summarize(rho: Double, _ rs: [BenchResult], matched: Double?) -> LevelSummary {
+    static func summarize(rho: Double, _ rs: [BenchResult], matched: Double?, sweep: Set<Double>) -> LevelSummary {
         let sr = rs.filter { $0.policy == "seqroute" }
         let noHBR = rs.filter { $0.policy == "cql-no-hbr" }
         let pacing = rs.first { $0.policy == "pacing" && $0.knob == 1 }!
@@ -387,7 +430,10 @@ public enum Bench {
             guard b.cost > 0 else { return nil }
             return cheapestReaching(b.quality).map { 1 - $0.cost / b.cost }
         }
-        let undominated = baselines.filter { b in !sr.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
+        func undominated(by points: [BenchResult]) -> [String] {
+            baselines.filter { b in !points.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
+                .map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") }
+        }
         let matchedPoint = matched.flatMap { l in sr.first { $0.knob == l } }
         let srBest = sr.map(\.quality).max() ?? 0
         return LevelSummary(
@@ -396,7 +442,9 @@ public enum Bench {
             cost_reduction_vs_strongest: reduction(vs: strongest),
             best_baseline: best.policy + (best.knob.map { "(\($0))" } ?? ""),
             cost_reduction_vs_best_baseline: reduction(vs: best),
-            undominated_baseline_points: undominated.map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") },
+            undominated_baseline_points: undominated(by: sr),
+            undominated_by_sweep: undominated(by: sr.filter { sweep.contains($0.knob!) }),
+            lambdas_searched_on_test: sr.compactMap(\.knob).filter { !sweep.contains($0) },
             seqroute_max_quality: srBest,
             seqroute_min_bankruptcy: sr.map(\.bankruptcy_rate).min() ?? 0,
             seqroute_max_bankruptcy: sr.map(\.bankruptcy_rate).max() ?? 0,

@@ -13,6 +13,15 @@ public enum BenchReport {
         try Data(svg(out).utf8).write(to: directory.appendingPathComponent("frontier.svg"), options: .atomic)
     }
 
+    /// The baseline points left, then those the validation sweep alone left and how many λ the
+    /// test-side search tried.
+    static func undominated(_ l: LevelSummary) -> String {
+        func list(_ points: [String]) -> String { points.isEmpty ? "none" : points.joined(separator: ", ") }
+        guard !l.lambdas_searched_on_test.isEmpty else { return list(l.undominated_baseline_points) }
+        return "\(list(l.undominated_baseline_points)) (sweep alone: \(list(l.undominated_by_sweep)); "
+            + "\(l.lambdas_searched_on_test.count) λ searched on test sessions)"
+    }
+
     static func pct(_ x: Double?) -> String { x.map { String(format: "%.1f%%", 100 * $0) } ?? "—" }
     static func mc(_ usd: Double) -> String { String(format: "%.2f", usd * 1000) }
 
@@ -30,7 +39,7 @@ public enum BenchReport {
                         l.best_baseline, pct(l.cost_reduction_vs_best_baseline), l.seqroute_max_quality,
                         l.cql_no_hbr_max_quality, pct(l.seqroute_max_bankruptcy), pct(l.cql_no_hbr_max_bankruptcy),
                         l.oracle_quality, pct(l.oracle_share),
-                        l.undominated_baseline_points.isEmpty ? "none" : l.undominated_baseline_points.joined(separator: ", "))
+                        undominated(l))
         }
         let u = out.strongest_unbudgeted
         s += String(format: "\nThe strongest model on every turn with no budget: quality %.3f at %@.\n", u.quality, mc(u.cost))

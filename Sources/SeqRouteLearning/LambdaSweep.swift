@@ -45,3 +45,28 @@ public enum LambdaSweep {
         return points.map(\.lambda)
     }
 }
+
+extension LambdaSweep {
+    /// Looks between two λ for one whose point reaches `target`: quality at least, cost at
+    /// most. `dear`'s point costs more than the target; `cheap`'s costs no more but falls short
+    /// in quality. Between two λ the policy changes model a few turns at a time, so the
+    /// frontier has points there that a sweep did not visit. Each try bisects the interval and
+    /// keeps one end on each side of the target's cost; it stops at the first point that
+    /// reaches the target, after `tries` points, or when a midpoint (rounded to eight
+    /// significant digits) repeats an end. Returns every point tried, in order.
+    public static func search(dear: Double, cheap: Double, reaching target: (quality: Double, cost: Double),
+                              tries: Int, point: (Double) -> (quality: Double, cost: Double))
+        -> [(lambda: Double, quality: Double, cost: Double)] {
+        var dear = dear, cheap = cheap
+        var tried: [(lambda: Double, quality: Double, cost: Double)] = []
+        while tried.count < tries {
+            let mid = Double(String(format: "%.8g", (dear + cheap) / 2))!
+            guard mid != dear, mid != cheap else { break }
+            let p = point(mid)
+            tried.append((mid, p.quality, p.cost))
+            if p.quality >= target.quality && p.cost <= target.cost { break }
+            if p.cost > target.cost { dear = mid } else { cheap = mid }
+        }
+        return tried
+    }
+}

@@ -407,10 +407,11 @@ struct Bench: ParsableCommand {
         try encoder.encode(policy).write(to: dir.appendingPathComponent("policy.json"), options: .atomic)
         log("wrote bench.json, bench.md, frontier.svg and policy.json to \(out)")
         for l in output.summary {
-            print(String(format: "rho=%.2f pacing=%.3f/%.2f seqroute(matched λ=%@)=%@ max_q=%.3f oracle=%.3f undominated=%d",
+            print(String(format: "rho=%.2f pacing=%.3f/%.2f seqroute(matched λ=%@)=%@ max_q=%.3f oracle=%.3f undominated=%d (by the sweep alone %d)",
                          l.rho, l.pacing_quality, l.pacing_cost * 1000, l.matched_lambda.map { "\($0)" } ?? "-",
                          l.seqroute_quality.map { String(format: "%.3f/%.2f", $0, (l.seqroute_cost ?? 0) * 1000) } ?? "-",
-                         l.seqroute_max_quality, l.oracle_quality, l.undominated_baseline_points.count))
+                         l.seqroute_max_quality, l.oracle_quality, l.undominated_baseline_points.count,
+                         l.undominated_by_sweep.count))
         }
     }
 }

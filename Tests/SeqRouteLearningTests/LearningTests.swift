@@ -329,10 +329,48 @@ struct ToyMDP {
         #expect(svg.hasPrefix("<svg") && svg.contains("ρ = 0.1"))
         #expect(try String(contentsOf: dir.appendingPathComponent("bench.md"), encoding: .utf8).contains("| seqroute |"))
         #expect(policy.pool == tables.train.models && policy.kind == "cql")
+        // The summary's dominance lists agree with the results: the λ searched on test sessions
+        // are results of this level outside the sweep, and they only ever shorten the list.
+        for l in output.summary {
+            let sr = output.results.filter { $0.rho == l.rho && $0.policy == "seqroute" }
+            let baselines = output.results.filter { $0.rho == l.rho && SeqRouteLearning.Bench.isBaseline($0) }
+            func left(_ points: [BenchResult]) -> [String] {
+                baselines.filter { b in !points.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
+                    .map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") }
+            }
+            let searched = Set(l.lambdas_searched_on_test)
+            #expect(searched.allSatisfy { lam in sr.contains { $0.knob == lam } } && !searched.contains(0) && !searched.contains(5))
+            #expect(l.undominated_baseline_points == left(sr))
+            #expect(l.undominated_by_sweep == left(sr.filter { !searched.contains($0.knob!) }))
+            #expect(Set(l.undominated_baseline_points).isSubset(of: Set(l.undominated_by_sweep)))
+        }
     }
 }
 
 @Suite struct LambdaSweepTests {
+    /// A frontier in 64 small steps between λ = 1 and 2 (cost falls, quality falls): the search
+    /// finds the one step that reaches a point between its two ends, staying between them.
+    @Test func searchFindsAPointBetweenTwoLambdas() {
+        func step(_ l: Double) -> Double { min(63, (l - 1) * 64).rounded(.down) / 64 }
+        var asked: [Double] = []
+        let point: (Double) -> (quality: Double, cost: Double) = { l in
+            asked.append(l)
+            return (1 - 0.1 * step(l), 2 - step(l))
+        }
+        let target = (quality: 1 - 0.1 * 21 / 64, cost: 2 - 21.0 / 64)
+        let found = LambdaSweep.search(dear: 1, cheap: 2, reaching: target, tries: 16, point: point)
+        #expect(found.map(\.lambda) == asked && found.allSatisfy { $0.lambda > 1 && $0.lambda < 2 })
+        let last = found.last!
+        #expect(last.quality >= target.quality && last.cost <= target.cost && found.count <= 7)
+        #expect(found.dropLast().allSatisfy { !($0.quality >= target.quality && $0.cost <= target.cost) })
+        // Out of tries, and a point no λ reaches: every try is returned, none reaching it, and the
+        // search ends by itself once the interval cannot be halved at eight digits.
+        #expect(LambdaSweep.search(dear: 1, cheap: 2, reaching: target, tries: 3, point: point).count == 3)
+        let none = LambdaSweep.search(dear: 1, cheap: 2, reaching: (0.99, 1.5), tries: 100, point: point)
+        #expect(none.count > 10 && none.count < 100 && none.allSatisfy { !($0.quality >= 0.99 && $0.cost <= 1.5) })
+        #expect(LambdaSweep.search(dear: 1, cheap: 1.00000001, reaching: target, tries: 16, point: point).isEmpty)
+    }
+
     /// Spending that drops at λ = 0.3 at one budget level and at λ = 4.4 at the other: the sweep
     /// bisects towards both steps, adds nothing where the cost is flat, and stops at its width.
     @Test func bisectsWhereSpendingJumps() {
