@@ -22,9 +22,11 @@ public struct BenchConfiguration: Sendable {
     /// How many λ the sweep may add where one step of λ moves the learned policy's cost or
     /// quality on validation sessions the most (`LambdaSweep.refined`), whatever the data.
     public var lambdaRefinements = 128
-    /// How many λ the test-side search may evaluate between two λ of the sweep for one baseline
-    /// point that the sweep leaves undominated (step 5b).
+    /// How many λ the search on test sessions (step 7b in docs/LEARNING.md) may evaluate
+    /// between one pair of neighbouring λ, for one baseline point that the sweep leaves.
     public var lambdaSearchTries = 16
+    /// At most this many runs of step 7b (docs/LEARNING.md) per budget level.
+    public var lambdaSearchRunsPerLevel = 128
     public var hbr = HBRConfiguration()
     public var cql = CQLConfiguration()
     public var bcSteps = 10_000
@@ -108,7 +110,8 @@ public struct LevelSummary: Sendable, Codable {
     public var undominated_baseline_points: [String]
     /// The same against the λ of the sweep alone (chosen on validation sessions).
     public var undominated_by_sweep: [String]
-    /// The λ that the search on test sessions added at this level (step 5b), in order.
+    /// The λ that the search on test sessions ran at this level (step 7b in docs/LEARNING.md),
+    /// in increasing order.
     public var lambdas_searched_on_test: [Double]
     public var seqroute_max_quality: Double
     public var seqroute_min_bankruptcy: Double
@@ -332,39 +335,29 @@ public enum Bench {
         }
         figures["evaluation_seconds"] = Date().timeIntervalSince(evalStart)
 
-        // 5b. Between two λ of the sweep, on the test sessions: for each baseline point that no
-        // λ of the sweep reaches, bisect λ across its cost (`LambdaSweep.search`). This only
-        // answers whether some λ reaches the point; the matched λ stays chosen on validation.
+        // 5b (step 7b in docs/LEARNING.md). Between two λ of the sweep, on the test sessions: for
+        // each baseline point that no λ of the sweep reaches, bisect λ across its cost. This only
+        // answers whether some λ reaches the point; every other figure keeps to the sweep.
         let swept = results.values
         let searched = Slots<[BenchResult]>(count: c.rhos.count)
+        let searchStart = Date()
         DispatchQueue.concurrentPerform(iterations: c.rhos.count) { i in
             let rho = c.rhos[i]
             let budgets = levels.budgetsUSD(for: testSessions, rho: rho)
-            let level = swept.filter { $0.rho == rho }
-            var added: [BenchResult] = []
-            for b in level.filter(isBaseline) {
-                let sr = (level + added).filter { $0.policy == "seqroute" }.sorted { $0.knob! < $1.knob! }
-                guard !sr.contains(where: { $0.quality >= b.quality && $0.cost <= b.cost }) else { continue }
-                for (x, y) in zip(sr, sr.dropFirst()) where (x.cost > b.cost) != (y.cost > b.cost) {
-                    let (dear, cheap) = x.cost > b.cost ? (x, y) : (y, x)
-                    guard dear.quality >= b.quality else { continue }
-                    let tried = LambdaSweep.search(dear: dear.knob!, cheap: cheap.knob!, reaching: (b.quality, b.cost),
-                                                   tries: c.lambdaSearchTries) { l in
-                        let m = testSim.run(LearnedSimPolicy(policy: seqroute, data: testData, lambda: l),
-                                            sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
-                        added.append(BenchResult(policy: "seqroute", rho: rho, knob: l, quality: m.meanTurnQuality,
-                                                 cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
-                                                 unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
-                                                 violations: m.violations))
-                        return (m.meanTurnQuality, m.meanSessionCostUSD)
-                    }
-                    if let last = tried.last, last.quality >= b.quality && last.cost <= b.cost { break }
-                }
-            }
-            searched.set(i, added.sorted { $0.knob! < $1.knob! })
+            searched.set(i, searchLambdas(level: swept.filter { $0.rho == rho }, triesPerPair: c.lambdaSearchTries,
+                                          runsAtMost: c.lambdaSearchRunsPerLevel) { l in
+                let m = testSim.run(LearnedSimPolicy(policy: seqroute, data: testData, lambda: l),
+                                    sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
+                return BenchResult(policy: "seqroute", rho: rho, knob: l, quality: m.meanTurnQuality,
+                                   cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
+                                   unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
+                                   violations: m.violations)
+            })
         }
         let extra = searched.values
         figures["lambda_test_search_runs"] = Double(extra.map(\.count).reduce(0, +))
+        figures["lambda_test_search_seconds"] = Date().timeIntervalSince(searchStart)
+        progress("λ search on test sessions: \(extra.map(\.count).reduce(0, +)) runs")
         let all = c.rhos.enumerated().flatMap { i, rho in swept.filter { $0.rho == rho } + extra[i] }
 
         // The strongest model with no budget at all: what most services do today.
@@ -415,8 +408,38 @@ public enum Bench {
                                              "strongest", "bc"]
     static func isBaseline(_ r: BenchResult) -> Bool { baselineNames.contains(r.policy) || r.policy.hasPrefix("model:") }
 
+    /// Step 7b at one level (`level`, its results): for each baseline point that no `seqroute`
+    /// point reaches, the pairs of neighbouring λ (in order of λ) whose costs lie either side of
+    /// the point's and whose dearer end has at least its quality are searched until one reaches
+    /// it, `triesPerPair` runs a pair, `runsAtMost` in all. `run(λ)` evaluates `seqroute` at λ.
+    /// Returns the results it ran, in increasing λ.
+    static func searchLambdas(level: [BenchResult], triesPerPair: Int, runsAtMost: Int,
+                              run: (Double) -> BenchResult) -> [BenchResult] {
+        func reaches(_ p: BenchResult, _ b: BenchResult) -> Bool { p.quality >= b.quality && p.cost <= b.cost }
+        var added: [BenchResult] = []
+        for b in level.filter(isBaseline) {
+            let sr = (level + added).filter { $0.policy == "seqroute" }.sorted { $0.knob! < $1.knob! }
+            guard !sr.contains(where: { reaches($0, b) }) else { continue }
+            for (x, y) in zip(sr, sr.dropFirst()) where (x.cost > b.cost) != (y.cost > b.cost) {
+                let (dear, cheap) = x.cost > b.cost ? (x, y) : (y, x)
+                let tries = min(triesPerPair, runsAtMost - added.count)
+                guard dear.quality >= b.quality, tries > 0 else { continue }
+                let tried = LambdaSweep.search(dear: dear.knob!, cheap: cheap.knob!, reaching: (b.quality, b.cost),
+                                               tries: tries) { l in
+                    let r = run(l)
+                    added.append(r)
+                    return (r.quality, r.cost)
+                }
+                if let last = tried.last, last.quality >= b.quality && last.cost <= b.cost { break }
+            }
+        }
+        return added.sorted { $0.knob! < $1.knob! }
+    }
+
     static func summarize(rho: Double, _ rs: [BenchResult], matched: Double?, sweep: Set<Double>) -> LevelSummary {
-        let sr = rs.filter { $0.policy == "seqroute" }
+        // Every figure but the dominance lists and the bankruptcy rates keeps to the sweep's λ.
+        let all = rs.filter { $0.policy == "seqroute" }
+        let sr = all.filter { sweep.contains($0.knob!) }
         let noHBR = rs.filter { $0.policy == "cql-no-hbr" }
         let pacing = rs.first { $0.policy == "pacing" && $0.knob == 1 }!
         let strongest = rs.first { $0.policy == "strongest" }!
@@ -442,12 +465,12 @@ public enum Bench {
             cost_reduction_vs_strongest: reduction(vs: strongest),
             best_baseline: best.policy + (best.knob.map { "(\($0))" } ?? ""),
             cost_reduction_vs_best_baseline: reduction(vs: best),
-            undominated_baseline_points: undominated(by: sr),
-            undominated_by_sweep: undominated(by: sr.filter { sweep.contains($0.knob!) }),
-            lambdas_searched_on_test: sr.compactMap(\.knob).filter { !sweep.contains($0) },
+            undominated_baseline_points: undominated(by: all),
+            undominated_by_sweep: undominated(by: sr),
+            lambdas_searched_on_test: all.compactMap(\.knob).filter { !sweep.contains($0) }.sorted(),
             seqroute_max_quality: srBest,
-            seqroute_min_bankruptcy: sr.map(\.bankruptcy_rate).min() ?? 0,
-            seqroute_max_bankruptcy: sr.map(\.bankruptcy_rate).max() ?? 0,
+            seqroute_min_bankruptcy: all.map(\.bankruptcy_rate).min() ?? 0,
+            seqroute_max_bankruptcy: all.map(\.bankruptcy_rate).max() ?? 0,
             cql_no_hbr_max_quality: noHBR.map(\.quality).max() ?? 0,
             cql_no_hbr_max_bankruptcy: noHBR.map(\.bankruptcy_rate).max() ?? 0,
             oracle_quality: oracle.quality, oracle_share: oracle.quality > 0 ? srBest / oracle.quality : 0)

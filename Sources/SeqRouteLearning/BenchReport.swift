@@ -32,7 +32,7 @@ public enum BenchReport {
         s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for l in out.summary {
             let matched = l.matched_lambda.map { lam in
-                String(format: "λ=%g: %.3f / %@", lam, l.seqroute_quality ?? 0, mc(l.seqroute_cost ?? 0))
+                String(format: "λ=%.8g: %.3f / %@", lam, l.seqroute_quality ?? 0, mc(l.seqroute_cost ?? 0))
             } ?? "none reaches pacing"
             s += String(format: "| %g | %.3f / %@ | %@ | %@ | %@ | %@ | %.3f | %.3f | %@ | %@ | %.3f | %@ | %@ |\n",
                         l.rho, l.pacing_quality, mc(l.pacing_cost), matched, pct(l.cost_reduction_vs_strongest),
@@ -49,7 +49,7 @@ public enum BenchReport {
         s += "\n## Every policy\n\n| policy | ρ | knob | quality | cost | bankruptcy | unserved | over budget |\n|---|---|---|---|---|---|---|---|\n"
         for r in out.results {
             s += String(format: "| %@ | %g | %@ | %.4f | %@ | %@ | %@ | %@ |\n", r.policy, r.rho,
-                        r.knob.map { String(format: "%g", $0) } ?? "", r.quality, mc(r.cost), pct(r.bankruptcy_rate),
+                        r.knob.map { String(format: "%.8g", $0) } ?? "", r.quality, mc(r.cost), pct(r.bankruptcy_rate),
                         pct(r.unserved), pct(r.over_budget))
         }
         return s
@@ -100,7 +100,7 @@ public enum BenchReport {
                 let radius = r.policy == "seqroute" || r.policy == "oracle" ? 3.2 : 2.4
                 s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%@\"><title>%@ %@ q=%.3f cost=%@</title></circle>\n",
                             X(r.cost), Y(r.quality), radius, color(r.policy), r.policy,
-                            r.knob.map { String(format: "knob=%g", $0) } ?? "", r.quality, mc(r.cost))
+                            r.knob.map { String(format: "knob=%.8g", $0) } ?? "", r.quality, mc(r.cost))
             }
         }
         let lx = Double(cols) * panelW + 10

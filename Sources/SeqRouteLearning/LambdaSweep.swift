@@ -51,9 +51,11 @@ extension LambdaSweep {
     /// most. `dear`'s point costs more than the target; `cheap`'s costs no more but falls short
     /// in quality. Between two λ the policy changes model a few turns at a time, so the
     /// frontier has points there that a sweep did not visit. Each try bisects the interval and
-    /// keeps one end on each side of the target's cost; it stops at the first point that
-    /// reaches the target, after `tries` points, or when a midpoint (rounded to eight
-    /// significant digits) repeats an end. Returns every point tried, in order.
+    /// keeps one end on each side of the target's cost. It stops at the first point that
+    /// reaches the target; at a point dearer than the target and short of its quality (quality
+    /// does not rise as λ moves towards `cheap`, so no point further on reaches it); after
+    /// `tries` points; or when a midpoint (rounded to eight significant digits) repeats an end.
+    /// Returns every point tried, in order.
     public static func search(dear: Double, cheap: Double, reaching target: (quality: Double, cost: Double),
                               tries: Int, point: (Double) -> (quality: Double, cost: Double))
         -> [(lambda: Double, quality: Double, cost: Double)] {
@@ -65,7 +67,12 @@ extension LambdaSweep {
             let p = point(mid)
             tried.append((mid, p.quality, p.cost))
             if p.quality >= target.quality && p.cost <= target.cost { break }
-            if p.cost > target.cost { dear = mid } else { cheap = mid }
+            if p.cost > target.cost {
+                guard p.quality >= target.quality else { break }
+                dear = mid
+            } else {
+                cheap = mid
+            }
         }
         return tried
     }

@@ -305,6 +305,7 @@ struct ToyMDP {
         c.validationSessions = 20
         c.rhos = [0.1, 1.0]
         c.lambdas = [0, 5]
+        c.lambdaRefinements = 0  // leaves baseline points between the two λ for step 7b
         c.hbr.logUniformBudgets = 2
         c.cql.steps = 20
         c.cql.batch = 32
@@ -338,16 +339,51 @@ struct ToyMDP {
                 baselines.filter { b in !points.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
                     .map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") }
             }
-            let searched = Set(l.lambdas_searched_on_test)
-            #expect(searched.allSatisfy { lam in sr.contains { $0.knob == lam } } && !searched.contains(0) && !searched.contains(5))
+            // The sweep is what cql-no-hbr ran; the searched λ are the other seqroute knobs.
+            let sweep = Set(output.results.filter { $0.rho == l.rho && $0.policy == "cql-no-hbr" }.map { $0.knob! })
+            let knobs = sr.map { $0.knob! }
+            #expect(knobs.count == Set(knobs).count && l.lambdas_searched_on_test == l.lambdas_searched_on_test.sorted())
+            #expect(Set(knobs) == sweep.union(l.lambdas_searched_on_test) && sweep.isDisjoint(with: l.lambdas_searched_on_test))
             #expect(l.undominated_baseline_points == left(sr))
-            #expect(l.undominated_by_sweep == left(sr.filter { !searched.contains($0.knob!) }))
-            #expect(Set(l.undominated_baseline_points).isSubset(of: Set(l.undominated_by_sweep)))
+            #expect(l.undominated_by_sweep == left(sr.filter { sweep.contains($0.knob!) }))
+            #expect(l.seqroute_max_quality == sr.filter { sweep.contains($0.knob!) }.map(\.quality).max())
         }
+        #expect(output.summary.contains { !$0.lambdas_searched_on_test.isEmpty })
+        #expect(output.figures["lambda_test_search_runs"] == Double(output.summary.map(\.lambdas_searched_on_test.count).reduce(0, +)))
     }
 }
 
 @Suite struct LambdaSweepTests {
+    /// Step 7b at one level: SeqRoute at λ = 1 and 2, its quality and cost falling linearly in
+    /// between. The search reaches a baseline point between them, leaves alone one already
+    /// reached and one no neighbour can reach, and keeps to its cap.
+    @Test func searchesTheLevelsBaselinePointsLeft() {
+        func point(_ policy: String, _ knob: Double?, _ q: Double, _ c: Double) -> BenchResult {
+            BenchResult(policy: policy, rho: 0.5, knob: knob, quality: q, cost: c, bankruptcy_rate: 0, unserved: 0,
+                        over_budget: 0, violations: 0)
+        }
+        let level = [point("seqroute", 1, 0.75, 12), point("seqroute", 2, 0.5, 8),
+                     point("pacing", 1, 0.6875, 11),    // reached at λ = 1.25, after 1.5
+                     point("threshold", 0.5, 0.5, 12),  // already reached by λ = 2
+                     point("myopic", 8, 0.8, 9),        // better than every point: nothing to search
+                     point("cql-no-hbr", 1, 0.9, 1)]    // not a baseline
+        var asked: [Double] = []
+        let linear: (Double) -> BenchResult = { l in
+            asked.append(l)
+            return point("seqroute", l, 1 - l / 4, 16 - 4 * l)
+        }
+        let added = SeqRouteLearning.Bench.searchLambdas(level: level, triesPerPair: 16, runsAtMost: 128, run: linear)
+        #expect(added.map { $0.knob! } == [1.25, 1.5] && asked == [1.5, 1.25])
+        // A point just out of reach between them: the search stops at its cap.
+        asked = []
+        let flat: (Double) -> BenchResult = { l in
+            asked.append(l)
+            return point("seqroute", l, 0.75, 11.5)
+        }
+        let capped = SeqRouteLearning.Bench.searchLambdas(level: level, triesPerPair: 16, runsAtMost: 5, run: flat)
+        #expect(capped.count == 5 && asked.count == 5 && capped.allSatisfy { $0.knob! > 1 && $0.knob! < 2 })
+    }
+
     /// A frontier in 64 small steps between λ = 1 and 2 (cost falls, quality falls): the search
     /// finds the one step that reaches a point between its two ends, staying between them.
     @Test func searchFindsAPointBetweenTwoLambdas() {
@@ -363,11 +399,14 @@ struct ToyMDP {
         let last = found.last!
         #expect(last.quality >= target.quality && last.cost <= target.cost && found.count <= 7)
         #expect(found.dropLast().allSatisfy { !($0.quality >= target.quality && $0.cost <= target.cost) })
-        // Out of tries, and a point no λ reaches: every try is returned, none reaching it, and the
-        // search ends by itself once the interval cannot be halved at eight digits.
+        // Out of tries: every try is returned. A point dearer than the target and short of its
+        // quality ends the search (no point further on is better). A target cheaper than every
+        // point: the search ends by itself once the interval cannot be halved at eight digits.
         #expect(LambdaSweep.search(dear: 1, cheap: 2, reaching: target, tries: 3, point: point).count == 3)
-        let none = LambdaSweep.search(dear: 1, cheap: 2, reaching: (0.99, 1.5), tries: 100, point: point)
-        #expect(none.count > 10 && none.count < 100 && none.allSatisfy { !($0.quality >= 0.99 && $0.cost <= 1.5) })
+        let short = LambdaSweep.search(dear: 1, cheap: 2, reaching: (0.99, 1.5), tries: 100, point: point)
+        #expect(short.map(\.lambda) == [1.5, 1.25])
+        let none = LambdaSweep.search(dear: 1, cheap: 2, reaching: (0.9, 0.99), tries: 100, point: point)
+        #expect(none.count > 10 && none.count < 100 && none.allSatisfy { $0.cost > 0.99 })
         #expect(LambdaSweep.search(dear: 1, cheap: 1.00000001, reaching: target, tries: 16, point: point).isEmpty)
     }
 
