@@ -92,6 +92,15 @@ public struct BenchResult: Sendable, Codable, Equatable {
     }
 }
 
+extension BenchResult {
+    /// One evaluation run's figures.
+    init(policy: String, rho: Double, knob: Double?, _ m: SimMetrics) {
+        self.init(policy: policy, rho: rho, knob: knob, quality: m.meanTurnQuality, cost: m.meanSessionCostUSD,
+                  bankruptcy_rate: m.bankruptcyRate, unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
+                  violations: m.violations)
+    }
+}
+
 public struct LevelSummary: Sendable, Codable {
     public var rho: Double
     /// The λ chosen on validation sessions (drawn from training queries) that reaches pacing's
@@ -326,17 +335,14 @@ public enum Bench {
             let (rho, job) = runs[i]
             let budgets = levels.budgetsUSD(for: testSessions, rho: rho)
             let m = testSim.run(job.make(), sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
-            results.set(i, BenchResult(policy: job.name, rho: rho, knob: job.knob, quality: m.meanTurnQuality,
-                                       cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
-                                       unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
-                                       violations: m.violations))
+            results.set(i, BenchResult(policy: job.name, rho: rho, knob: job.knob, m))
             let n = done.increment()
             if n % 50 == 0 || n == runs.count { progress("evaluation: \(n)/\(runs.count) runs") }
         }
         figures["evaluation_seconds"] = Date().timeIntervalSince(evalStart)
 
-        // 5b (step 7b in docs/LEARNING.md). Between two λ of the sweep, on the test sessions: for
-        // each baseline point that no λ of the sweep reaches, bisect λ across its cost. This only
+        // Step 7b of docs/LEARNING.md. Between two λ of the sweep, on the test sessions: for each
+        // baseline point that no λ of the sweep reaches, bisect λ across its cost. This only
         // answers whether some λ reaches the point; every other figure keeps to the sweep.
         let swept = results.values
         let searched = Slots<[BenchResult]>(count: c.rhos.count)
@@ -346,18 +352,16 @@ public enum Bench {
             let budgets = levels.budgetsUSD(for: testSessions, rho: rho)
             searched.set(i, searchLambdas(level: swept.filter { $0.rho == rho }, triesPerPair: c.lambdaSearchTries,
                                           runsAtMost: c.lambdaSearchRunsPerLevel) { l in
-                let m = testSim.run(LearnedSimPolicy(policy: seqroute, data: testData, lambda: l),
-                                    sessions: testSessions, budgetsUSD: budgets, seed: c.seed &+ 5).metrics
-                return BenchResult(policy: "seqroute", rho: rho, knob: l, quality: m.meanTurnQuality,
-                                   cost: m.meanSessionCostUSD, bankruptcy_rate: m.bankruptcyRate,
-                                   unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
-                                   violations: m.violations)
+                BenchResult(policy: "seqroute", rho: rho, knob: l,
+                            testSim.run(LearnedSimPolicy(policy: seqroute, data: testData, lambda: l), sessions: testSessions,
+                                        budgetsUSD: budgets, seed: c.seed &+ 5).metrics)
             })
         }
         let extra = searched.values
-        figures["lambda_test_search_runs"] = Double(extra.map(\.count).reduce(0, +))
+        let searchRuns = extra.map(\.count).reduce(0, +)
+        figures["lambda_test_search_runs"] = Double(searchRuns)
         figures["lambda_test_search_seconds"] = Date().timeIntervalSince(searchStart)
-        progress("λ search on test sessions: \(extra.map(\.count).reduce(0, +)) runs")
+        progress("λ search on test sessions: \(searchRuns) runs")
         let all = c.rhos.enumerated().flatMap { i, rho in swept.filter { $0.rho == rho } + extra[i] }
 
         // The strongest model with no budget at all: what most services do today.
@@ -415,11 +419,11 @@ public enum Bench {
     /// Returns the results it ran, in increasing λ.
     static func searchLambdas(level: [BenchResult], triesPerPair: Int, runsAtMost: Int,
                               run: (Double) -> BenchResult) -> [BenchResult] {
-        func reaches(_ p: BenchResult, _ b: BenchResult) -> Bool { p.quality >= b.quality && p.cost <= b.cost }
+        func reaches(_ quality: Double, _ cost: Double, _ b: BenchResult) -> Bool { quality >= b.quality && cost <= b.cost }
         var added: [BenchResult] = []
         for b in level.filter(isBaseline) {
             let sr = (level + added).filter { $0.policy == "seqroute" }.sorted { $0.knob! < $1.knob! }
-            guard !sr.contains(where: { reaches($0, b) }) else { continue }
+            guard !sr.contains(where: { reaches($0.quality, $0.cost, b) }) else { continue }
             for (x, y) in zip(sr, sr.dropFirst()) where (x.cost > b.cost) != (y.cost > b.cost) {
                 let (dear, cheap) = x.cost > b.cost ? (x, y) : (y, x)
                 let tries = min(triesPerPair, runsAtMost - added.count)
@@ -430,7 +434,7 @@ public enum Bench {
                     added.append(r)
                     return (r.quality, r.cost)
                 }
-                if let last = tried.last, last.quality >= b.quality && last.cost <= b.cost { break }
+                if let last = tried.last, reaches(last.quality, last.cost, b) { break }
             }
         }
         return added.sorted { $0.knob! < $1.knob! }

@@ -346,7 +346,13 @@ struct ToyMDP {
             #expect(Set(knobs) == sweep.union(l.lambdas_searched_on_test) && sweep.isDisjoint(with: l.lambdas_searched_on_test))
             #expect(l.undominated_baseline_points == left(sr))
             #expect(l.undominated_by_sweep == left(sr.filter { sweep.contains($0.knob!) }))
-            #expect(l.seqroute_max_quality == sr.filter { sweep.contains($0.knob!) }.map(\.quality).max())
+            // Figures other than dominance keep to the sweep; bankruptcies count every λ run.
+            let swept = sr.filter { sweep.contains($0.knob!) }
+            #expect(l.seqroute_max_quality == swept.map(\.quality).max())
+            #expect(l.seqroute_max_bankruptcy == sr.map(\.bankruptcy_rate).max())
+            let best = baselines.max { $0.quality < $1.quality }!
+            let cut = swept.filter { $0.quality >= best.quality }.min { $0.cost < $1.cost }.map { 1 - $0.cost / best.cost }
+            #expect(l.cost_reduction_vs_best_baseline == cut)
         }
         #expect(output.summary.contains { !$0.lambdas_searched_on_test.isEmpty })
         #expect(output.figures["lambda_test_search_runs"] == Double(output.summary.map(\.lambdas_searched_on_test.count).reduce(0, +)))
@@ -356,7 +362,8 @@ struct ToyMDP {
 @Suite struct LambdaSweepTests {
     /// Step 7b at one level: SeqRoute at λ = 1 and 2, its quality and cost falling linearly in
     /// between. The search reaches a baseline point between them, leaves alone one already
-    /// reached and one no neighbour can reach, and keeps to its cap.
+    /// reached (by the sweep, or by a point the search ran for another) and one no neighbour can
+    /// reach, and keeps to its cap over all the points it searches for.
     @Test func searchesTheLevelsBaselinePointsLeft() {
         func point(_ policy: String, _ knob: Double?, _ q: Double, _ c: Double) -> BenchResult {
             BenchResult(policy: policy, rho: 0.5, knob: knob, quality: q, cost: c, bankruptcy_rate: 0, unserved: 0,
@@ -366,6 +373,7 @@ struct ToyMDP {
                      point("pacing", 1, 0.6875, 11),    // reached at λ = 1.25, after 1.5
                      point("threshold", 0.5, 0.5, 12),  // already reached by λ = 2
                      point("myopic", 8, 0.8, 9),        // better than every point: nothing to search
+                     point("greedy-reserve", 1, 0.625, 10.5),  // reached by λ = 1.5, run for pacing
                      point("cql-no-hbr", 1, 0.9, 1)]    // not a baseline
         var asked: [Double] = []
         let linear: (Double) -> BenchResult = { l in
@@ -374,7 +382,8 @@ struct ToyMDP {
         }
         let added = SeqRouteLearning.Bench.searchLambdas(level: level, triesPerPair: 16, runsAtMost: 128, run: linear)
         #expect(added.map { $0.knob! } == [1.25, 1.5] && asked == [1.5, 1.25])
-        // A point just out of reach between them: the search stops at its cap.
+        // Points just out of reach between them: the search stops at its cap, the runs for
+        // pacing counting against greedy-reserve's.
         asked = []
         let flat: (Double) -> BenchResult = { l in
             asked.append(l)
