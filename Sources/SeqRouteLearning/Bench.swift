@@ -99,6 +99,9 @@ extension BenchResult {
                   bankruptcy_rate: m.bankruptcyRate, unserved: m.unservedTurnShare, over_budget: m.overBudgetSessionShare,
                   violations: m.violations)
     }
+
+    /// At least `b`'s quality at no more than its cost: the dominance that issue 3 asks for.
+    func reaches(_ b: BenchResult) -> Bool { quality >= b.quality && cost <= b.cost }
 }
 
 public struct LevelSummary: Sendable, Codable {
@@ -419,22 +422,20 @@ public enum Bench {
     /// Returns the results it ran, in increasing λ.
     static func searchLambdas(level: [BenchResult], triesPerPair: Int, runsAtMost: Int,
                               run: (Double) -> BenchResult) -> [BenchResult] {
-        func reaches(_ quality: Double, _ cost: Double, _ b: BenchResult) -> Bool { quality >= b.quality && cost <= b.cost }
         var added: [BenchResult] = []
         for b in level.filter(isBaseline) {
             let sr = (level + added).filter { $0.policy == "seqroute" }.sorted { $0.knob! < $1.knob! }
-            guard !sr.contains(where: { reaches($0.quality, $0.cost, b) }) else { continue }
+            guard !sr.contains(where: { $0.reaches(b) }) else { continue }
             for (x, y) in zip(sr, sr.dropFirst()) where (x.cost > b.cost) != (y.cost > b.cost) {
                 let (dear, cheap) = x.cost > b.cost ? (x, y) : (y, x)
                 let tries = min(triesPerPair, runsAtMost - added.count)
                 guard dear.quality >= b.quality, tries > 0 else { continue }
-                let tried = LambdaSweep.search(dear: dear.knob!, cheap: cheap.knob!, reaching: (b.quality, b.cost),
-                                               tries: tries) { l in
+                _ = LambdaSweep.search(dear: dear.knob!, cheap: cheap.knob!, reaching: (b.quality, b.cost), tries: tries) { l in
                     let r = run(l)
                     added.append(r)
                     return (r.quality, r.cost)
                 }
-                if let last = tried.last, reaches(last.quality, last.cost, b) { break }
+                if added.last?.reaches(b) == true { break }
             }
         }
         return added.sorted { $0.knob! < $1.knob! }
@@ -458,7 +459,7 @@ public enum Bench {
             return cheapestReaching(b.quality).map { 1 - $0.cost / b.cost }
         }
         func undominated(by points: [BenchResult]) -> [String] {
-            baselines.filter { b in !points.contains { $0.quality >= b.quality && $0.cost <= b.cost } }
+            baselines.filter { b in !points.contains { $0.reaches(b) } }
                 .map { $0.policy + ($0.knob.map { "(\($0))" } ?? "") }
         }
         let matchedPoint = matched.flatMap { l in sr.first { $0.knob == l } }
