@@ -104,7 +104,10 @@ BEGIN
                    d.status AS dstatus, d.hold AS dhold, d.cost AS dcost, d.reported_quality AS dquality,
                    d.report_spent, d.report_remaining, a.cap - a.spent - a.held AS account_left
               FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
-              LEFT JOIN decisions d ON d.session_id = se.id AND d.turn = x.t
+              -- Keyed by the operation's own session and turn, so that the probe uses the whole
+              -- primary key: keyed by se.id, the plan read every decision of the session and
+              -- filtered on the turn afterwards.
+              LEFT JOIN decisions d ON d.session_id = x.s AND d.turn = x.t AND se.id IS NOT NULL
               LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'report'),
         live AS (SELECT * FROM o WHERE o.dstatus IN ('held', 'released')),
