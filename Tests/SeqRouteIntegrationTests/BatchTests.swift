@@ -103,6 +103,42 @@ import Testing
         #expect(viaJSONB.map(\.values) == status.map(\.values))
     }
 
+    /// A REPORT reads its own decision, however long its session: the probe takes the whole
+    /// key, session and turn. Keyed by the session alone, the function's plan (made once, on a
+    /// nearly empty ledger, as here) read every decision of the session and kept one.
+    @Test func aReportReadsOnlyItsOwnDecision() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.setAccount("acct", cap: 1_000_000)
+        func apply(_ op: String) throws -> String? {
+            try db.query("SELECT status FROM seqroute_apply($1::json)", ["[{\"n\":1," + op + "}]"]).first?[0]
+        }
+        func route(_ turn: Int) -> String {
+            #""k":"route","s":"x","t":\#(turn),"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+                + #""fb":"\\x3f000000","bs":[1,0,100000,0,0,0],"hs":[300],"fe":[true]"#
+        }
+        func report(_ turn: Int) -> String { #""k":"report","s":"x","t":\#(turn),"c":200,"q":0.5"# }
+        #expect(try apply(#""k":"open","s":"x","a":"acct","b":100000"#) == "ok")
+        let turns = 12
+        for turn in 1...turns {
+            #expect(try apply(route(turn)) == "ok")
+            if turn < turns { #expect(try apply(report(turn)) == "ok") }
+        }
+        // Rows of `decisions` fetched through its indexes, counted by this backend (the count
+        // may include earlier transactions' until the backend reports them, which it does not
+        // do inside a transaction): the REPORT's lookup and its update, one each.
+        func fetched() throws -> Int64? {
+            try db.query("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'decisions'").first?.int64(0)
+        }
+        try db.execute(script: "BEGIN")
+        let before = try fetched()
+        let answer = try apply(report(turns))
+        let after = try fetched()
+        try db.execute(script: "COMMIT")
+        #expect(answer == "ok")
+        #expect(before.flatMap { b in after.map { $0 - b } } == 2, "\(String(describing: before)) \(String(describing: after))")
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
     /// A prepared statement whose result changes shape under it (a migration while the daemon
     /// runs) is prepared again, not failed from then on.
     @Test func aPreparedStatementFollowsAChangeOfItsResult() throws {
