@@ -2,15 +2,25 @@
 # What one PostgreSQL backend spends applying a batch with seqroute_apply(), without the
 # daemon, the clients or the commit: pgbench (one client, so one backend) applies batches
 # stored by scripts/batch-cost.sql, each in a transaction that it rolls back, on a fresh
-# embedded cluster. Prints the backend's CPU per batch for batches of 2, 29 and 58 operations,
-# and from the last two the part per operation and the part paid once per batch. The figures
+# embedded cluster. Prints the backend's CPU per batch for each kind of stored batch (MIXES;
+# by default batches of 2, 29 and 58 operations, and routes-29 and reports-29 on request), and
+# from the 29 and 58 the part per operation and the part paid once per batch. Each kind is
+# measured twice, the second time in the reverse order, and the two are averaged. The figures
 # include pgbench's own round trips (BEGIN, the call, ROLLBACK). A quieter measure than the
 # load generator's for a change to the batch function: run it before and after.
 #   SECONDS_PER_RUN=8 scripts/batch-cost.sh
+#   MIXES="mixed-29 routes-29 reports-29" scripts/batch-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-8}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 4 ]] || { echo "SECONDS_PER_RUN must be a whole number of at least 4" >&2; exit 2; }
+read -r -a mixes <<<"${MIXES:-mixed-2 mixed-29 mixed-58}"
+for mix in "${mixes[@]}"; do
+    case "$mix" in
+    mixed-2 | mixed-29 | mixed-58 | routes-29 | reports-29) ;;
+    *) echo "unknown mix $mix: mixed-2, mixed-29, mixed-58, routes-29 or reports-29" >&2; exit 2 ;;
+    esac
+done
 bin=.build/release/seqroute
 [ -x "$bin" ] || swift build -c release
 # The newest PostgreSQL, as the daemon picks it (SEQROUTE_PG_BIN overrides both).
@@ -35,45 +45,62 @@ daemon=$!
 for _ in $(seq 300); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 "$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
 psql -q -v ON_ERROR_STOP=1 "$dsn" -f scripts/batch-cost.sql
-# The stored batches must be answered ok, or the figures would be of other paths.
-for mix in mixed-2 mixed-29 mixed-58; do
+# Every operation of the stored batches must be answered ok, or the figures would be of other
+# paths (a missing batch would time empty calls).
+for mix in "${mixes[@]}"; do
     for g in 0 399; do
-        refused=$(psql -Atq -v ON_ERROR_STOP=1 "$dsn" -c "BEGIN" -c "
-            SELECT count(*) FROM seqroute_apply((SELECT ops FROM bench_batches WHERE mix = '$mix' AND g = $g)) r
-             WHERE r.status <> 'ok'" -c "ROLLBACK")
-        [ "$refused" = 0 ] || { echo "batch $mix of group $g: $refused operations answered other than ok" >&2; exit 1; }
+        ok=$(psql -Atq -v ON_ERROR_STOP=1 "$dsn" -c "BEGIN" -c "
+            SELECT count(*) FILTER (WHERE r.status = 'ok') = cardinality(b.ops)
+              FROM bench_batches b LEFT JOIN LATERAL seqroute_apply(b.ops) r ON true
+             WHERE b.mix = '$mix' AND b.g = $g GROUP BY b.ops" -c "ROLLBACK")
+        [ "$ok" = t ] || { echo "batch $mix of group $g is missing or not answered ok throughout" >&2; exit 1; }
     done
 done
+# Under -M prepared, :mix is a bound parameter, so it needs no quotes.
 printf '%s\n' '\set g random(0, 399)' 'BEGIN;' \
-    "SELECT count(*) FROM seqroute_apply((SELECT ops FROM bench_batches WHERE mix = :mix AND g = :g));" \
+    "SELECT count(*), nextval('bench_calls') FROM seqroute_apply((SELECT ops FROM bench_batches WHERE mix = :mix AND g = :g));" \
     'ROLLBACK;' >"$dir/bench.sql"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # user + system, in clock ticks
+calls() { psql -Atq "$dsn" -c "SELECT last_value FROM bench_calls"; }
 ticks=$(getconf CLK_TCK)
-measure() {  # mix, seconds: prints the backend's CPU per batch in µs
+measure() {  # mix, seconds: sets `result`, the backend's CPU per batch in µs
     "$pgbin/pgbench" -n -M prepared -D mix="$1" -f "$dir/bench.sql" -T "$2" -c 1 "$dsn" >"$dir/pgbench.out" 2>&1 &
     bench=$!
     local backend='' c0 c1 n0 n1
     for _ in $(seq 50); do
-        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'")
+        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity
+                                        WHERE application_name = 'pgbench' AND query LIKE '%seqroute_apply%' LIMIT 1")
         [ -n "$backend" ] && break
         sleep 0.1
     done
-    [ -n "$backend" ] || { echo "pgbench did not connect" >&2; exit 1; }
+    [ -n "$backend" ] || { echo "pgbench did not start applying batches" >&2; exit 1; }
     sleep 1
-    rolled() { psql -Atq "$dsn" -c "SELECT xact_rollback FROM pg_stat_database WHERE datname = 'seqroute'"; }
-    c0=$(cpu "$backend") n0=$(rolled)
-    sleep $(($2 - 3))
-    c1=$(cpu "$backend") n1=$(rolled)
+    c0=$(cpu "$backend")
+    n0=$(calls)
+    sleep $(($2 - 2))
+    c1=$(cpu "$backend")
+    n1=$(calls)
     wait "$bench"
     bench=''
-    python3 -c "print(round(1e6 * ($c1 - $c0) / $ticks / ($n1 - $n0)))"
+    [ "$n1" -gt "$n0" ] || { echo "no batch was applied while measuring $1" >&2; exit 1; }
+    result=$(python3 -c "print(1e6 * ($c1 - $c0) / $ticks / ($n1 - $n0))")
 }
-measure mixed-29 4 >/dev/null  # warms the caches and the function's plans
+measure mixed-29 4  # warms the caches and the function's plans
 declare -A cost
-for mix in mixed-2 mixed-29 mixed-58; do
-    cost[$mix]=$(measure "$mix" "$seconds")
-    echo "${mix#mixed-} operations: ${cost[$mix]} us of backend CPU per batch"
+for mix in "${mixes[@]}"; do cost[$mix]=0; done
+for round in 1 2; do
+    order=("${mixes[@]}")
+    [ "$round" = 2 ] && order=($(printf '%s\n' "${mixes[@]}" | tac))
+    for mix in "${order[@]}"; do
+        measure "$mix" "$seconds"
+        cost[$mix]=$(python3 -c "print(${cost[$mix]} + $result / 2)")
+    done
 done
-python3 -c "
+for mix in "${mixes[@]}"; do
+    printf '%s: %.0f us of backend CPU per batch\n' "$mix" "${cost[$mix]}"
+done
+if [ -n "${cost[mixed-29]:-}" ] && [ -n "${cost[mixed-58]:-}" ]; then
+    python3 -c "
 per_op = (${cost[mixed-58]} - ${cost[mixed-29]}) / 29
-print('per operation %.1f us, paid once per batch of the usual mix %.0f us' % (per_op, ${cost[mixed-29]} - 29 * per_op))"
+print('per operation %.1f us; paid once per batch of the usual mix %.0f us' % (per_op, ${cost[mixed-29]} - 29 * per_op))"
+fi

@@ -1,11 +1,11 @@
 -- Stored batches for scripts/batch-cost.sh: what one backend spends applying a batch with
 -- seqroute_apply(), apart from the commit. Loaded into a throwaway ledger whose account
 -- `default` exists. Sessions bench-<g>-<i> (g in 0 … 399, i in 1 … 28) are opened and routed
--- four turns, each reported but turn 4 of i ≤ 13, which stays held. Each stored batch of group g
--- then holds, as 64 loadgen connections make them, 13 REPORTs (turn 4 of i 1 … 13), 13 ROUTEs
--- (turn 5 of i 14 … 26), 2 CLOSEs (i 27, 28) and 1 OPEN, of sessions half as long as the load
--- generator's (8 turns); the script applies one and rolls it back, so every batch finds the
--- ledger as it was.
+-- four turns, each reported but turn 4 of i ≤ 13, which stays held: halfway through sessions
+-- of 8 turns, as the load generator's are by default. Each stored batch of group g then holds,
+-- as 64 loadgen connections make them, 13 REPORTs (turn 4 of i 1 … 13), 13 ROUTEs (turn 5 of
+-- i 14 … 26), 2 CLOSEs (i 27, 28) and 1 OPEN; the script applies one and rolls it back, so every
+-- batch finds the ledger's figures as they were (dead row versions do pile up).
 CREATE FUNCTION bench_op(n integer, o json) RETURNS seqroute_op LANGUAGE sql AS $$
     SELECT json_populate_record(NULL::seqroute_op, (o::jsonb || jsonb_build_object('n', n))::json)
 $$;
@@ -52,8 +52,10 @@ BEGIN
     END LOOP;
 END $$;
 
--- mixed-29: one group's batch; mixed-58: two groups' (g and g + 200), renumbered; mixed-2: one
--- REPORT and one ROUTE, where the part paid once per batch dominates.
+-- mixed-29: one group's batch; mixed-58: two groups' (g and (g + 200) mod 400), renumbered;
+-- mixed-2: one REPORT and one ROUTE, where the part paid once per batch dominates; routes-29 and
+-- reports-29: 29 operations of which the 26 ROUTEs or REPORTs are of one side only (two groups'),
+-- with group g's 2 CLOSEs and OPEN.
 CREATE TABLE bench_batches (mix text, g integer, ops seqroute_op[] NOT NULL, PRIMARY KEY (mix, g));
 CREATE FUNCTION bench_group(g integer, base integer, kinds text[]) RETURNS SETOF seqroute_op LANGUAGE sql AS $$
     SELECT op FROM (
@@ -71,5 +73,16 @@ SELECT 'mixed-58', g, array(SELECT bench_group(g, 0, '{report,route,close,open}'
   FROM generate_series(0, 399) g
 UNION ALL
 SELECT 'mixed-2', g, array(SELECT op FROM bench_group(g, 0, '{report,route}') op WHERE (op).n IN (1, 14))
+  FROM generate_series(0, 399) g
+UNION ALL
+SELECT 'routes-29', g, array(SELECT bench_group(g, 0, '{route,close,open}'))
+                       || array(SELECT bench_group((g + 200) % 400, 29, '{route}'))
+  FROM generate_series(0, 399) g
+UNION ALL
+SELECT 'reports-29', g, array(SELECT bench_group(g, 0, '{report,close,open}'))
+                        || array(SELECT bench_group((g + 200) % 400, 29, '{report}'))
   FROM generate_series(0, 399) g;
+-- The benchmarked statement draws one number per batch applied: unlike the statistics, which a
+-- backend publishes about once a second, a sequence counts them exactly, rolled back or not.
+CREATE SEQUENCE bench_calls;
 ANALYZE;
