@@ -21,29 +21,7 @@ for mix in "${mixes[@]}"; do
     *) echo "unknown mix $mix: mixed-2, mixed-29, mixed-58, routes-29 or reports-29" >&2; exit 2 ;;
     esac
 done
-bin=.build/release/seqroute
-[ -x "$bin" ] || swift build -c release
-# The newest PostgreSQL, as the daemon picks it (SEQROUTE_PG_BIN overrides both).
-pgbin=${SEQROUTE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
-dir=$(mktemp -d /tmp/seqroute-batch-cost.XXXXXX)
-chmod 755 "$dir"
-dsn="host=$dir/pg/run dbname=seqroute user=seqroute"
-daemon='' bench=''
-finish() {
-    local status=$?
-    [ -n "$bench" ] && kill "$bench" 2>/dev/null || true
-    [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" || true
-    if [ "$status" -ne 0 ]; then
-        echo "failed; the logs:" >&2
-        tail -n 20 "$dir"/*.log "$dir"/*.out 2>/dev/null >&2 || true
-    fi
-    rm -rf "$dir"
-}
-trap finish EXIT
-"$bin" serve --config config/seqroute.toml --socket "$dir/s.sock" --data-dir "$dir/pg" 2>"$dir/daemon.log" &
-daemon=$!
-for _ in $(seq 300); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
-"$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
+source scripts/throwaway-ledger.sh batch-cost
 psql -q -v ON_ERROR_STOP=1 "$dsn" -f scripts/batch-cost.sql
 # Every operation of the stored batches must be answered ok, or the figures would be of other
 # paths (a missing batch would time empty calls).

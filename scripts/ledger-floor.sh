@@ -10,29 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-10}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 4 ]] || { echo "SECONDS_PER_RUN must be a whole number of at least 4" >&2; exit 2; }
-bin=.build/release/seqroute
-[ -x "$bin" ] || swift build -c release
-# The newest PostgreSQL, as the daemon picks it (SEQROUTE_PG_BIN overrides both).
-pgbin=${SEQROUTE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
-dir=$(mktemp -d /tmp/seqroute-floor.XXXXXX)
-chmod 755 "$dir"
-dsn="host=$dir/pg/run dbname=seqroute user=seqroute"
-daemon='' bench=''
-finish() {
-    local status=$?
-    [ -n "$bench" ] && kill "$bench" 2>/dev/null || true
-    [ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" || true
-    if [ "$status" -ne 0 ]; then
-        echo "failed; the logs:" >&2
-        tail -n 20 "$dir"/*.log "$dir"/*.out 2>/dev/null >&2 || true
-    fi
-    rm -rf "$dir"
-}
-trap finish EXIT
-"$bin" serve --config config/seqroute.toml --socket "$dir/s.sock" --data-dir "$dir/pg" 2>"$dir/daemon.log" &
-daemon=$!
-for _ in $(seq 300); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
-"$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
+source scripts/throwaway-ledger.sh floor
 psql -q -v ON_ERROR_STOP=1 "$dsn" -f scripts/ledger-floor.sql
 printf '%s\n' '\set s random(0, 160000 / :batch - 1)' 'SELECT floor_batch(:s, :batch);' >"$dir/bench.sql"
 run() {  # batch, seconds: pgbench in the background, its pid in $bench
