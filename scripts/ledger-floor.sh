@@ -28,15 +28,18 @@ for batch in 8 16 32; do
     run "$batch" "$seconds"
     backend=''
     for _ in $(seq 50); do
-        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'")
+        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity
+                                        WHERE application_name = 'pgbench' AND query LIKE '%floor_batch%' LIMIT 1")
         [ -n "$backend" ] && break
         sleep 0.1
     done
     [ -n "$backend" ] || { echo "pgbench did not connect" >&2; exit 1; }
     sleep 1
-    c0=$(cpu "$backend") t0=$(date +%s.%N)
+    c0=$(cpu "$backend")
+    t0=$(date +%s.%N)
     sleep $((seconds - 3))
-    c1=$(cpu "$backend") t1=$(date +%s.%N)
+    c1=$(cpu "$backend")
+    t1=$(date +%s.%N)
     wait "$bench"
     bench=''
     tps=$(grep -o "tps = [0-9.]*" "$dir/pgbench.out" | cut -d' ' -f3)
