@@ -41,20 +41,13 @@ done
 printf '%s\n' '\set g random(0, 399)' 'BEGIN;' \
     "SELECT count(*), nextval('bench_calls') FROM seqroute_apply((SELECT ops FROM bench_batches WHERE mix = :mix AND g = :g));" \
     'ROLLBACK;' >"$dir/bench.sql"
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # user + system, in clock ticks
 calls() { psql -Atq "$dsn" -c "SELECT last_value FROM bench_calls"; }
 ticks=$(getconf CLK_TCK)
 measure() {  # mix, seconds: sets `result`, the backend's CPU per batch in µs
     "$pgbin/pgbench" -n -M prepared -D mix="$1" -f "$dir/bench.sql" -T "$2" -c 1 "$dsn" >"$dir/pgbench.out" 2>&1 &
     bench=$!
-    local backend='' c0 c1 n0 n1
-    for _ in $(seq 50); do
-        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity
-                                        WHERE application_name = 'pgbench' AND query LIKE '%seqroute_apply%' LIMIT 1")
-        [ -n "$backend" ] && break
-        sleep 0.1
-    done
-    [ -n "$backend" ] || { echo "pgbench did not start applying batches" >&2; exit 1; }
+    local backend c0 c1 n0 n1
+    backend=$(pgbench_backend '%seqroute_apply%')
     sleep 1
     c0=$(cpu "$backend")
     n0=$(calls)

@@ -22,18 +22,10 @@ run 16 3
 wait "$bench"
 bench=''
 psql -q -v ON_ERROR_STOP=1 "$dsn" -c "ANALYZE"
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # user + system, in clock ticks
 ticks=$(getconf CLK_TCK)
 for batch in 8 16 32; do
     run "$batch" "$seconds"
-    backend=''
-    for _ in $(seq 50); do
-        backend=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity
-                                        WHERE application_name = 'pgbench' AND query LIKE '%floor_batch%' LIMIT 1")
-        [ -n "$backend" ] && break
-        sleep 0.1
-    done
-    [ -n "$backend" ] || { echo "pgbench did not connect" >&2; exit 1; }
+    backend=$(pgbench_backend '%floor_batch%')
     sleep 1
     c0=$(cpu "$backend")
     t0=$(date +%s.%N)

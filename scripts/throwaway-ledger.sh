@@ -4,6 +4,7 @@
 # daemon and removes the folder, showing the logs if the script failed. Sets `bin`, `pgbin` (the
 # newest PostgreSQL, as the daemon picks it; SEQROUTE_PG_BIN overrides both), `dir` and `dsn`. A
 # script that runs pgbench in the background keeps its pid in `bench`, so that it is stopped too.
+# Defines `cpu` and `pgbench_backend`, with which they measure the backend that pgbench drives.
 bin=.build/release/seqroute
 [ -x "$bin" ] || swift build -c release
 pgbin=${SEQROUTE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
@@ -26,3 +27,17 @@ trap finish EXIT
 daemon=$!
 for _ in $(seq 300); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
 "$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
+# The CPU a process has used, user and system, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The pid of the backend serving pgbench's client, found by what it runs (a LIKE pattern).
+pgbench_backend() {
+    local pid=''
+    for _ in $(seq 50); do
+        pid=$(psql -Atq "$dsn" -c "SELECT pid FROM pg_stat_activity
+                                    WHERE application_name = 'pgbench' AND query LIKE '$1' LIMIT 1")
+        [ -n "$pid" ] && break
+        sleep 0.1
+    done
+    [ -n "$pid" ] || { echo "pgbench did not start running $1" >&2; return 1; }
+    echo "$pid"
+}
