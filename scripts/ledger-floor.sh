@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-10}
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -ge 4 ]] || { echo "SECONDS_PER_RUN must be a whole number of at least 4" >&2; exit 2; }
-source scripts/throwaway-ledger.sh floor
+source scripts/throwaway-ledger.sh
+start_ledger floor
 psql -q -v ON_ERROR_STOP=1 "$dsn" -f scripts/ledger-floor.sql
 printf '%s\n' '\set s random(0, 160000 / :batch - 1)' 'SELECT floor_batch(:s, :batch);' >"$dir/bench.sql"
 run() {  # batch, seconds: pgbench in the background, its pid in $bench
@@ -25,7 +26,7 @@ psql -q -v ON_ERROR_STOP=1 "$dsn" -c "ANALYZE"
 ticks=$(getconf CLK_TCK)
 for batch in 8 16 32; do
     run "$batch" "$seconds"
-    backend=$(pgbench_backend '%floor_batch%')
+    backend=$(pgbench_backend "$dsn" '%floor_batch%')
     sleep 1
     c0=$(cpu "$backend")
     t0=$(date +%s.%N)

@@ -1,8 +1,9 @@
 // Numbered SQL migrations from sql/, applied in order, each once (recorded in
 // schema_migrations); then the definitions in sql/functions/, each applied again whenever its
 // text changed (its SHA-256 is recorded in schema_definitions), so that a function is changed
-// by editing it rather than by copying it into a new migration. Whatever is pending is applied
-// in one transaction. Several migrators at once serialize on an advisory lock.
+// by editing it rather than by copying it into a new migration, and after any numbered
+// migration. Whatever is pending is applied in one transaction. Several migrators at once
+// serialize on an advisory lock.
 
 import Foundation
 
@@ -71,9 +72,12 @@ public enum Migrations {
                 try db.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [String(version), m.name])
             }))
         }
+        // A numbered migration may drop what a definition made (011 drops the views to change
+        // their columns' types), so after one every definition is applied again.
+        let schemaChanges = !steps.isEmpty
         for m in migrations where m.version == nil {
             let sum = try db.query("SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", [m.sql])[0][0] ?? ""
-            guard recorded[m.name] != sum else { continue }
+            guard schemaChanges || recorded[m.name] != sum else { continue }
             steps.append((m.name, {
                 try db.execute(script: m.sql)
                 try db.query("""

@@ -52,7 +52,7 @@ import Testing
         #expect(Date().timeIntervalSince(waitedFrom) > 0.5)
         try other.execute(script: "COMMIT")
         let result = try #require(migrated.wait { $0 != nil })
-        #expect(try result.get() == ["010_binary_features.sql"])
+        #expect(try result.get() == ["010_binary_features.sql", "011_check_domains.sql"] + definitions)
     }
 
     /// A ledger on the schema of an earlier release, with a held turn, upgraded while it holds
@@ -74,7 +74,8 @@ import Testing
                     '{t}', 'm', 300, 'held');
             INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount) VALUES ('hold', 'acct', 'u', 1, 300);
             """)
-        #expect(try Migrations.apply(all, on: db) == ["009_hot_reports.sql", "010_binary_features.sql"])
+        #expect(try Migrations.apply(all, on: db)
+                == ["009_hot_reports.sql", "010_binary_features.sql", "011_check_domains.sql"] + definitions)
         #expect(try db.query("SELECT encode(features, 'hex') FROM decisions").first?[0] == "3f000000baa3d70a")
         #expect(try db.query("""
             SELECT swept_to <= (SELECT decided_at FROM decisions) FROM hold_expiry_progress
@@ -82,8 +83,54 @@ import Testing
         #expect(try db.query("SELECT seqroute_expire_holds(make_interval(secs => 60))").first?[0] == "1")
         #expect(try db.query("SELECT spent, held FROM accounts WHERE id = 'acct'").first?.values == ["300", "0"])
         #expect(try reconciliationRows(db).isEmpty)
+        // The audit views were made again over the columns' new types.
+        #expect(try db.query("SELECT cap, spent, held FROM audit_budget_status WHERE account_id = 'acct'").first?.values
+                == ["1000000", "300", "0"])
+    }
+
+    /// The rules that moved from table constraints to domains (011) bind every writer, not only
+    /// the batch function: each value they forbid is refused as a check violation, and nothing
+    /// changes.
+    @Test func theLedgerRefusesWhatItsRulesForbid() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.setAccount("acct", cap: 1_000)
+        try db.execute(script: """
+            INSERT INTO sessions (id, account_id, budget) VALUES ('s', 'acct', 500);
+            INSERT INTO decisions (session_id, turn, policy_version, lambda, pool_id, prompt_tokens, features,
+                                   budget_state, holds, feasible, hold, status)
+            VALUES ('s', 1, 'v', 0, 'p', 1, '\\x3f000000', '{}', '{}', '{}', 0, 'bankrupt');
+            """)
+        let entry = "INSERT INTO ledger_entries (kind, account_id, session_id, turn, amount) VALUES "
+        let refused = [
+            "UPDATE accounts SET cap = -1", "UPDATE accounts SET held = -1", "UPDATE accounts SET period = 'yearly'",
+            "UPDATE sessions SET budget = -1", "UPDATE sessions SET held = -1", "UPDATE sessions SET state = 'paused'",
+            "UPDATE decisions SET turn = 0", "UPDATE decisions SET hold = -1", "UPDATE decisions SET cost = -1",
+            "UPDATE decisions SET quality = 1.5", "UPDATE decisions SET quality = -0.1",
+            "UPDATE decisions SET quality = 'NaN'", "UPDATE decisions SET status = 'lost'",
+            "UPDATE decisions SET features = '\\x3f0000'",
+            entry + "('gift', 'acct', 's', 1, 5)", entry + "('hold', 'acct', 's', 1, 0)",
+            entry + "('adjustment', 'acct', 's', 1, 5)",
+        ]
+        let contents = """
+            SELECT (SELECT string_agg(a::text, ';') FROM accounts a), (SELECT string_agg(s::text, ';') FROM sessions s),
+                   (SELECT string_agg(d::text, ';') FROM decisions d), (SELECT count(*) FROM ledger_entries)
+            """
+        let before = try db.query(contents).first?.values
+        for statement in refused {
+            do {
+                try db.execute(script: statement)
+                Issue.record("the ledger accepted \(statement)")
+            } catch let e as PGError {
+                #expect(e.sqlState == "23514", "\(statement): \(e.message)")
+            }
+        }
+        #expect(try db.query(contents).first?.values == before)
     }
 }
+
+/// The definition files, applied again after any numbered migration.
+private let definitions = ["functions/1_periods.sql", "functions/2_operations.sql", "functions/3_adjustments.sql",
+                           "functions/4_audit_views.sql"]
 
 /// A value set on one thread and awaited on another.
 private final class Locked<T>: @unchecked Sendable {

@@ -18,6 +18,9 @@
 -- batch drives, the big tables are probed by key. No bitmap scans either: each probe finds a
 -- row or a handful, which a plain index scan reads directly. Plans are made once (generic),
 -- not for every batch. And no JIT: compiling these statements costs more than running them.
+--
+-- Columns of the ledger's domains (011_check_domains.sql) are cast to the plain types of
+-- seqroute_result in the answers: RETURN QUERY wants each column's type exactly.
 CREATE OR REPLACE FUNCTION seqroute_apply(ops seqroute_op[]) RETURNS SETOF seqroute_result
 LANGUAGE plpgsql
 SET jit = off SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET enable_bitmapscan = off
@@ -67,8 +70,8 @@ BEGIN
 
     IF 'status' = ANY (kinds) THEN
         RETURN QUERY
-        SELECT x.n, CASE WHEN se.id IS NULL THEN 'unknown_session' ELSE 'ok' END, se.turns, se.budget, se.spent,
-               se.held, NULL::bigint, se.horizon, se.lambda, se.state, se.closed_at IS NOT NULL, NULL::bigint,
+        SELECT x.n, CASE WHEN se.id IS NULL THEN 'unknown_session' ELSE 'ok' END, se.turns, se.budget::bigint, se.spent,
+               se.held::bigint, NULL::bigint, se.horizon, se.lambda, se.state::text, se.closed_at IS NOT NULL, NULL::bigint,
                NULL::bigint, a.cap - a.spent - a.held
           FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s LEFT JOIN accounts a ON a.id = se.account_id
          WHERE x.k = 'status';
@@ -149,7 +152,7 @@ BEGIN
         -- a join of two CTEs is a nested loop, quadratic in the batch): the settled reports
         -- from what their update returned, every other report from its lookup. Only the
         -- per-account update's rows are joined, one per account in the batch.
-        SELECT moved.n, 'ok', moved.t, moved.budget, moved.spent, moved.held, moved.dhold, NULL::integer,
+        SELECT moved.n, 'ok', moved.t, moved.budget::bigint, moved.spent, moved.held::bigint, moved.dhold::bigint, NULL::integer,
                NULL::double precision, NULL::text, NULL::boolean, moved.spent, moved.budget - moved.spent - moved.held,
                coalesce(charged.account_left, moved.account_left)
           FROM moved LEFT JOIN charged ON charged.id = moved.account_id
@@ -160,7 +163,7 @@ BEGIN
                     WHEN o.dstatus = 'expired' THEN 'expired'
                     WHEN o.dcost = o.c AND o.dquality IS NOT DISTINCT FROM o.q THEN 'ok'
                     ELSE 'conflict' END,
-               o.t, NULL::bigint, o.spent, o.held, o.dhold, NULL::integer, NULL::double precision, NULL::text,
+               o.t, NULL::bigint, o.spent, o.held::bigint, o.dhold::bigint, NULL::integer, NULL::double precision, NULL::text,
                NULL::boolean, o.report_spent, o.report_remaining, coalesce(charged.account_left, o.account_left)
           FROM o LEFT JOIN charged ON charged.id = o.account_id
          WHERE o.dstatus IS NULL OR o.dstatus NOT IN ('held', 'released');
@@ -198,9 +201,9 @@ BEGIN
               FROM o
              WHERE o.closing AND se.id = o.s
             RETURNING se.id, se.state)
-        SELECT o.n, CASE WHEN o.known THEN 'ok' ELSE 'unknown_session' END, o.turns, o.budget, o.spent,
+        SELECT o.n, CASE WHEN o.known THEN 'ok' ELSE 'unknown_session' END, o.turns, o.budget::bigint, o.spent,
                CASE WHEN o.known THEN 0::bigint END, NULL::bigint, NULL::integer, NULL::double precision,
-               coalesce(shut.state, o.state), CASE WHEN o.known THEN true END, NULL::bigint, NULL::bigint,
+               coalesce(shut.state, o.state)::text, CASE WHEN o.known THEN true END, NULL::bigint, NULL::bigint,
                coalesce(unheld.account_left, o.account_left)
           FROM o LEFT JOIN shut ON shut.id = o.s LEFT JOIN unheld ON unheld.id = o.account_id;
     END IF;
@@ -278,12 +281,13 @@ BEGIN
         )
         -- As for REPORT: the admitted and bankrupt turns from what their update returned, the
         -- refused ones from their lookup; only the per-account update's rows are joined.
-        SELECT moved.n, moved.verdict, moved.t, moved.budget, moved.spent, moved.held,
-               CASE WHEN moved.verdict = 'ok' THEN moved.hd END, moved.horizon, moved.session_lambda, moved.state,
+        SELECT moved.n, moved.verdict, moved.t, moved.budget::bigint, moved.spent, moved.held::bigint,
+               CASE WHEN moved.verdict = 'ok' THEN moved.hd END, moved.horizon, moved.session_lambda, moved.state::text,
                moved.closed, NULL::bigint, NULL::bigint, coalesce(charged.account_left, moved.account_left)
           FROM moved LEFT JOIN charged ON charged.id = moved.account_id
         UNION ALL
-        SELECT v.n, v.verdict, v.turns, v.budget, v.spent, v.held, NULL::bigint, v.horizon, v.session_lambda, v.state,
+        SELECT v.n, v.verdict, v.turns, v.budget::bigint, v.spent, v.held::bigint, NULL::bigint, v.horizon, v.session_lambda,
+               v.state::text,
                CASE WHEN v.known THEN v.closed END, NULL::bigint, NULL::bigint,
                coalesce(charged.account_left, v.cap - v.account_used)
           FROM v LEFT JOIN charged ON charged.id = v.account_id
