@@ -10,8 +10,8 @@
 #   SECONDS_PER_RUN=8 scripts/batch-cost.sh
 #   MIXES="mixed-29 routes-29 reports-29" scripts/batch-cost.sh
 #
-# To compare this checkout's sql/ with another SQL folder (an earlier release's, say), name it
-# in COMPARE_SQL: a ledger migrated from each runs side by side, and pgbench works on one, then
+# To compare this checkout's sql/ with another SQL folder (an earlier release's, from 010 on, as
+# the daemon's batch type must match), name it in COMPARE_SQL: a ledger migrated from each runs side by side, and pgbench works on one, then
 # the other, for SECONDS_PER_RUN each (5 by default), over ROUNDS rounds (12 by default) that
 # alternate which goes first. The machine's speed drifts by more than a change to the batch
 # function is worth; alternating every few seconds leaves both sides the same drift. Prints

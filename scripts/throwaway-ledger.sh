@@ -16,7 +16,7 @@ finish() {
     for d in "${daemons[@]}"; do kill -TERM "$d" 2>/dev/null && wait "$d" || true; done
     if [ "$status" -ne 0 ]; then
         echo "failed; the logs:" >&2
-        for d in "${folders[@]}"; do tail -n 20 "$d"/*.log "$d"/*.out 2>/dev/null >&2 || true; done
+        for d in "${folders[@]}"; do tail -n 20 "$d"/*.log "$d"/*.out >&2 2>/dev/null || true; done
     fi
     rm -rf "${folders[@]}"
 }
@@ -29,7 +29,11 @@ start_ledger() {
     "$bin" serve --config config/seqroute.toml --socket "$dir/s.sock" --data-dir "$dir/pg" --sql-dir "${2:-sql}" \
         2>"$dir/daemon.log" &
     daemons+=($!)
-    for _ in $(seq 300); do [ -S "$dir/s.sock" ] && break; sleep 0.1; done
+    for _ in $(seq 300); do
+        [ -S "$dir/s.sock" ] && break
+        kill -0 "${daemons[-1]}" 2>/dev/null || { echo "the daemon for $1 stopped" >&2; exit 1; }
+        sleep 0.1
+    done
     "$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
 }
 # The CPU a process has used, user and system, in clock ticks.

@@ -1,6 +1,8 @@
 -- What finance reads: the reconciliation query and the audit views, granted to the read-only
 -- role seqroute_auditor (created in 003_audit.sql). Replaced whole (CREATE OR REPLACE) whenever
--- this file changes; a view's existing columns keep their names and order, new ones go last.
+-- this file changes, and made again after any numbered migration, which may have dropped the
+-- views (011 does, to change their columns' types); a view's existing columns keep their names
+-- and order, new ones go last.
 -- Spend everywhere is captures, expiries, overruns and adjustments (corrections, signed).
 
 -- Money rule 4. spent = captures + expiries + overruns + adjustments; held = holds - captures - releases -
