@@ -356,7 +356,7 @@ public final class GroupCommitter: @unchecked Sendable {
             default:
                 if batch.count == 1 {
                     log("<3>ledger refused an operation: \(failure!)")
-                    batch[0].done(.failure(.internalError("\(failure!)")))
+                    batch[0].done(.failure(.internalError((failure as? PGError)?.summary ?? "\(failure!)")))
                     return db
                 }
                 // One operation spoiled the batch: apply each alone so that the others commit.

@@ -13,6 +13,12 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
     /// True when the connection itself failed (the ledger is unreachable), not the statement.
     public var connectionLost: Bool
     public var description: String { sqlState.map { "\(message) (SQLSTATE \($0))" } ?? message }
+    /// The message's first line and the SQLSTATE, without the server's DETAIL and CONTEXT lines
+    /// (which may quote a whole statement of the batch function): what a client is told.
+    public var summary: String {
+        let first = String(message.prefix { $0 != "\n" })
+        return sqlState.map { "\(first) (SQLSTATE \($0))" } ?? first
+    }
 }
 
 public struct PGRow: Sendable {
