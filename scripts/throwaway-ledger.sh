@@ -1,9 +1,12 @@
-# Sourced by the backend benchmarks (ledger-floor.sh, batch-cost.sh): builds the release binary
-# if it is missing and sets `bin` and `pgbin` (the newest PostgreSQL, as the daemon picks it;
-# SEQROUTE_PG_BIN overrides both). `start_ledger <name> [sql folder]` starts `seqroute serve` on
-# a fresh embedded cluster in a temporary folder named after <name>, migrated from the SQL
-# folder (sql/ by default), creates the account `default`, and sets `dir` and `dsn`. On exit every
-# daemon started so is stopped and its folder removed, showing the logs if the script failed. A
+# Sourced by the benchmarks that need throwaway ledgers (ledger-floor.sh, batch-cost.sh,
+# loadgen-ab.sh): builds the release binary if it is missing and sets `bin` and `pgbin` (the
+# newest PostgreSQL, as the daemon picks it; SEQROUTE_PG_BIN overrides both).
+# `start_ledger <name> [sql folder] [seqroute binary]` starts `seqroute serve` (this checkout's
+# release build by default) on a fresh embedded cluster in a temporary folder named after
+# <name>, migrated from the SQL folder (sql/ by default), creates the account `default`, and sets
+# `dir`, `dsn`, `sock` (the daemon's socket) and `daemon` (its pid); `stop_ledger` stops the
+# last one started and removes its folder. On exit every daemon started and not stopped is
+# stopped and its folder removed, showing the logs if the script failed. A
 # script that runs pgbench in the background keeps its pid in `bench`, so that it is stopped too.
 # Defines `cpu` and `pgbench_backend`, with which they measure the backend that pgbench drives.
 bin=.build/release/seqroute
@@ -26,15 +29,22 @@ start_ledger() {
     chmod 755 "$dir"
     folders+=("$dir")
     dsn="host=$dir/pg/run dbname=seqroute user=seqroute"
-    "$bin" serve --config config/seqroute.toml --socket "$dir/s.sock" --data-dir "$dir/pg" --sql-dir "${2:-sql}" \
+    sock=$dir/s.sock
+    "${3:-$bin}" serve --config config/seqroute.toml --socket "$sock" --data-dir "$dir/pg" --sql-dir "${2:-sql}" \
         2>"$dir/daemon.log" &
-    daemons+=($!)
+    daemon=$!
+    daemons+=("$daemon")
     for _ in $(seq 300); do
-        [ -S "$dir/s.sock" ] && break
-        kill -0 "${daemons[-1]}" 2>/dev/null || { echo "the daemon for $1 stopped" >&2; exit 1; }
+        [ -S "$sock" ] && break
+        kill -0 "$daemon" 2>/dev/null || { echo "the daemon for $1 stopped" >&2; exit 1; }
         sleep 0.1
     done
     "$bin" account set default --cap 100000000000000 --dsn "$dsn" >/dev/null
+}
+stop_ledger() {
+    kill -TERM "$daemon" 2>/dev/null && wait "$daemon" || true
+    unset 'daemons[-1]' 'folders[-1]'
+    rm -rf "$dir"
 }
 # The CPU a process has used, user and system, in clock ticks.
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
