@@ -103,6 +103,55 @@ import Testing
         #expect(viaJSONB.map(\.values) == status.map(\.values))
     }
 
+    /// OPENs, FEEDBACKs and CLOSEs by the hundred in one batch are each answered for their own
+    /// session: made or existing, fed or not, closed or left bankrupt. (Their answers were once
+    /// joined to the rows the batch wrote, a nested loop quadratic in the batch.)
+    @Test func largeBatchesAnswerEachOperationForItsOwnSession() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        try db.setAccount("acct", cap: 1_000_000_000)
+        // The answers in order, as runs of equal ones ("ok/closed x300"), which read better
+        // than 400 rows when an expectation fails.
+        func apply(_ ops: [String]) throws -> [String] {
+            let json = "[" + ops.enumerated().map { "{\"n\":\($0.offset + 1)," + $0.element + "}" }.joined(separator: ",") + "]"
+            let answers = try db.query("SELECT status, state FROM seqroute_apply($1::json) ORDER BY n", [json])
+                .map { ($0[0] ?? "-") + "/" + ($0[1] ?? "-") }
+            var runs: [(String, Int)] = []
+            for a in answers {
+                if runs.last?.0 == a { runs[runs.count - 1].1 += 1 } else { runs.append((a, 1)) }
+            }
+            return runs.map { "\($0.0) x\($0.1)" }
+        }
+        func open(_ i: Int, account: String = "acct", budget: Int = 100_000) -> String {
+            #""k":"open","s":"s\#(i)","a":"\#(account)","b":\#(budget)"#
+        }
+        func feedback(_ session: String) -> String { #""k":"feedback","s":"\#(session)","t":1,"q":0.25"# }
+        func close(_ session: String) -> String { #""k":"close","s":"\#(session)""# }
+
+        #expect(try apply((0..<200).map { open($0) }) == ["ok/open x200"])
+        #expect(try apply((0..<400).map { open($0) } + (400..<410).map { open($0, account: "nobody") })
+                == ["exists/open x200", "ok/open x200", "unknown_account/open x10"])
+        // Turn 1 of s0 … s4 routed and reported; s5 left bankrupt (its budget is below the
+        // cheapest hold, and the route names no model).
+        for i in 0..<5 {
+            #expect(try apply([#""k":"route","s":"s\#(i)","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+                               + #""fb":"\\x3f000000","bs":[1,0,100000,0,0,0],"hs":[300],"fe":[true]"#]) == ["ok/open x1"])
+            #expect(try apply([#""k":"report","s":"s\#(i)","t":1,"c":200"#]) == ["ok/- x1"])
+        }
+        #expect(try apply([open(500, budget: 50)]) == ["ok/open x1"])
+        #expect(try apply([#""k":"route","s":"s500","t":1,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+                           + #""fb":"\\x3f000000","bs":[1,0,50,0,0,0],"hs":[100],"fe":[false]"#]) == ["bankrupt/bankrupt x1"])
+
+        #expect(try apply((0..<300).map { feedback("s\($0)") } + [feedback("s500"), feedback("nowhere")])
+                == ["ok/- x5", "unknown_turn/- x296", "unknown_session/- x1"])
+        #expect(try db.query("SELECT count(*) FROM decisions WHERE quality = 0.25").first?[0] == "5")
+
+        #expect(try apply((0..<300).map { close("s\($0)") } + [close("s500"), close("nowhere")])
+                == ["ok/closed x300", "ok/bankrupt x1", "unknown_session/- x1"])
+        #expect(try apply((0..<3).map { close("s\($0)") }) == ["ok/closed x3"])
+        #expect(try db.query("SELECT count(*) FROM sessions WHERE closed_at IS NOT NULL").first?[0] == "301")
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
     /// A REPORT reads its own decision, however long its session: the probe takes the whole
     /// key, session and turn. Keyed by the session alone, the function's plan (made once, on a
     /// nearly empty ledger, as here) read every decision of the session and kept one.
