@@ -152,6 +152,44 @@ import Testing
         #expect(try reconciliationRows(db).isEmpty)
     }
 
+    /// Every answer carries its account's remaining money after its kind's statement, whether
+    /// or not the operation itself moved money, for each account of a batch.
+    @Test func answersCarryTheirAccountsRemainingMoney() throws {
+        let db = try PGConnection(dsn: try TestCluster.freshDatabase())
+        for (a, cap) in [("a1", 10_000), ("a2", 20_000), ("a3", 30_000)] { try db.setAccount(a, cap: Int64(cap)) }
+        let sessions = ["s1": "a1", "s2": "a1", "s3": "a2", "s4": "a2", "s5": "a3", "s6": "a3"]
+        func remaining() throws -> [String: String] {
+            Dictionary(uniqueKeysWithValues: try db.query("SELECT id, cap - spent - held FROM accounts").map { ($0[0]!, $0[1]!) })
+        }
+        // Each operation's status, and whether its remaining money is its account's now (nil
+        // for an operation without an account).
+        func apply(_ ops: [String]) throws -> [String] {
+            let json = "[" + ops.enumerated().map { "{\"n\":\($0.offset + 1)," + $0.element + "}" }.joined(separator: ",") + "]"
+            let rows = try db.query("SELECT n, status, account_remaining FROM seqroute_apply($1::json) ORDER BY n", [json])
+            let now = try remaining()
+            return rows.map { row in
+                let session = ops[Int(row[0]!)! - 1].components(separatedBy: #""s":""#)[1].prefix { $0 != "\"" }
+                let account = sessions[String(session)]
+                return row[1]! + "/" + (account.map { now[$0] == row[2] ? "now" : "was \(row[2] ?? "nil")" } ?? (row[2] ?? "nil"))
+            }
+        }
+        let opens = sessions.keys.sorted().map { #""k":"open","s":"\#($0)","a":"\#(sessions[$0]!)","b":5000"# }
+        #expect(try apply(opens) == Array(repeating: "ok/now", count: 6))
+        func route(_ s: String, _ hold: Int) -> String {
+            #""k":"route","s":"\#(s)","t":1,"m":"m","hd":\#(hold),"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+                + #""fb":"\\x3f000000","bs":[1,0,5000,0,0,0],"hs":[\#(hold)],"fe":[true]"#
+        }
+        #expect(try apply((1...6).map { route("s\($0)", 1000 + 100 * $0) } + [route("nowhere", 100)])
+                == Array(repeating: "ok/now", count: 6) + ["unknown_session/nil"])
+        func report(_ s: String, _ turn: Int) -> String { #""k":"report","s":"\#(s)","t":\#(turn),"c":500"# }
+        // s5's turn 2 was never routed; its account still had s6's report in the batch.
+        #expect(try apply([report("s1", 1), report("s3", 1), report("s5", 2), report("s6", 1)])
+                == ["ok/now", "ok/now", "unknown_turn/now", "ok/now"])
+        #expect(try apply(["s2", "s4", "s5", "nowhere"].map { #""k":"close","s":"\#($0)""# })
+                == ["ok/now", "ok/now", "ok/now", "unknown_session/nil"])
+        #expect(try reconciliationRows(db).isEmpty)
+    }
+
     /// A REPORT reads its own decision, however long its session: the probe takes the whole
     /// key, session and turn. Keyed by the session alone, the function's plan (made once, on a
     /// nearly empty ledger, as here) read every decision of the session and kept one.

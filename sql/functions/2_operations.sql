@@ -112,7 +112,10 @@ BEGIN
         WITH o AS (
             SELECT x.n, x.s, x.t, x.c, x.q, x.i, x.o, se.id IS NOT NULL AS known, se.account_id, se.spent, se.held,
                    d.status AS dstatus, d.hold AS dhold, d.cost AS dcost, d.reported_quality AS dquality,
-                   d.report_spent, d.report_remaining, a.cap - a.spent - a.held AS account_left
+                   d.report_spent, d.report_remaining,
+                   -- The account's remaining money once this statement has settled its reports.
+                   a.cap - a.spent - a.held - sum(CASE d.status WHEN 'held' THEN x.c - d.hold WHEN 'released' THEN x.c ELSE 0 END)
+                                                  OVER (PARTITION BY se.account_id)::bigint AS account_left
               FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
               -- Keyed by the operation's own session and turn, so that the probe uses the whole
               -- primary key: keyed by se.id, the plan read every decision of the session and
@@ -138,8 +141,8 @@ BEGIN
                    held = se.held - CASE WHEN live.dstatus = 'held' THEN live.dhold ELSE 0 END
               FROM live
              WHERE se.id = live.s
-            RETURNING live.n, live.s, live.t, live.c, live.q, live.i, live.o, live.dhold, live.account_id,
-                      live.account_left, se.budget, se.spent, se.held),
+            RETURNING live.n, live.s, live.t, live.c, live.q, live.i, live.o, live.dhold, live.account_left, se.budget,
+                      se.spent, se.held),
         settled AS (
             UPDATE decisions d
                SET status = 'reported', cost = moved.c, quality = coalesce(moved.q, d.quality), reported_quality = moved.q,
@@ -153,16 +156,14 @@ BEGIN
               FROM (SELECT live.account_id, sum(live.c) AS spent,
                            sum(CASE WHEN live.dstatus = 'held' THEN live.dhold ELSE 0 END) AS released
                       FROM live GROUP BY live.account_id) x
-             WHERE a.id = x.account_id
-            RETURNING a.id, a.cap - a.spent - a.held AS account_left)
-        -- Answers without joining the batch's operations to each other (with hash joins off,
-        -- a join of two CTEs is a nested loop, quadratic in the batch): the settled reports
-        -- from what their update returned, every other report from its lookup. Only the
-        -- per-account update's rows are joined, one per account in the batch.
+             WHERE a.id = x.account_id)
+        -- Answers without joining the batch's operations to the rows written (with hash joins
+        -- off, a join of two CTEs is a nested loop, quadratic in the batch): the settled
+        -- reports from what their update returned, every other report from its lookup.
         SELECT moved.n, 'ok', moved.t, moved.budget::bigint, moved.spent, moved.held::bigint, moved.dhold::bigint, NULL::integer,
                NULL::double precision, NULL::text, NULL::boolean, moved.spent, moved.budget - moved.spent - moved.held,
-               coalesce(charged.account_left, moved.account_left)
-          FROM moved LEFT JOIN charged ON charged.id = moved.account_id
+               moved.account_left
+          FROM moved
         UNION ALL
         SELECT o.n,
                CASE WHEN NOT o.known THEN 'unknown_session'
@@ -171,8 +172,8 @@ BEGIN
                     WHEN o.dcost = o.c AND o.dquality IS NOT DISTINCT FROM o.q THEN 'ok'
                     ELSE 'conflict' END,
                o.t, NULL::bigint, o.spent, o.held::bigint, o.dhold::bigint, NULL::integer, NULL::double precision, NULL::text,
-               NULL::boolean, o.report_spent, o.report_remaining, coalesce(charged.account_left, o.account_left)
-          FROM o LEFT JOIN charged ON charged.id = o.account_id
+               NULL::boolean, o.report_spent, o.report_remaining, o.account_left
+          FROM o
          WHERE o.dstatus IS NULL OR o.dstatus NOT IN ('held', 'released');
     END IF;
 
@@ -181,7 +182,10 @@ BEGIN
         RETURN QUERY
         WITH o AS (
             SELECT x.n, x.s, se.id IS NOT NULL AS known, se.account_id, se.turns, se.budget, se.spent, se.held,
-                   se.state, se.id IS NOT NULL AND se.closed_at IS NULL AS closing, a.cap - a.spent - a.held AS account_left
+                   se.state, se.id IS NOT NULL AND se.closed_at IS NULL AS closing,
+                   -- The account's remaining money once this statement has released its holds.
+                   a.cap - a.spent - a.held + sum(CASE WHEN se.id IS NOT NULL AND se.closed_at IS NULL THEN se.held ELSE 0 END)
+                                                  OVER (PARTITION BY se.account_id)::bigint AS account_left
               FROM unnest(ops) x LEFT JOIN sessions se ON se.id = x.s AND se.account_id = ANY (locked)
               LEFT JOIN accounts a ON a.id = se.account_id
              WHERE x.k = 'close'),
@@ -200,21 +204,19 @@ BEGIN
                SET held = a.held - x.released, updated_at = now()
               FROM (SELECT o.account_id, sum(o.held) AS released FROM o WHERE o.closing AND o.held > 0
                      GROUP BY o.account_id) x
-             WHERE a.id = x.account_id
-            RETURNING a.id, a.cap - a.spent - a.held AS account_left),
+             WHERE a.id = x.account_id),
         shut AS (
             UPDATE sessions se
                SET held = 0, closed_at = now(), state = CASE WHEN se.state = 'bankrupt' THEN 'bankrupt' ELSE 'closed' END
               FROM o
              WHERE o.closing AND se.id = o.s)
         -- The state each session is left in, from its lookup, as `shut` sets it: no join to the
-        -- update's rows (a nested loop, quadratic in the CLOSEs of a batch); only the
-        -- per-account update's rows are joined.
+        -- rows written (a nested loop, quadratic in the CLOSEs of a batch).
         SELECT o.n, CASE WHEN o.known THEN 'ok' ELSE 'unknown_session' END, o.turns, o.budget::bigint, o.spent,
                CASE WHEN o.known THEN 0::bigint END, NULL::bigint, NULL::integer, NULL::double precision,
                CASE WHEN o.closing AND o.state <> 'bankrupt' THEN 'closed' ELSE o.state::text END,
-               CASE WHEN o.known THEN true END, NULL::bigint, NULL::bigint, coalesce(unheld.account_left, o.account_left)
-          FROM o LEFT JOIN unheld ON unheld.id = o.account_id;
+               CASE WHEN o.known THEN true END, NULL::bigint, NULL::bigint, o.account_left
+          FROM o;
     END IF;
 
     -- ROUTE. A hold is admitted only if it fits the session and the account, counting the
@@ -248,15 +250,18 @@ BEGIN
                             OVER (PARTITION BY c.account_id ORDER BY c.n) AS cumulative
               FROM c
         ), v AS (
-            SELECT w.*, CASE
-                       WHEN NOT w.known THEN 'unknown_session'
-                       WHEN w.closed THEN 'closed'
-                       WHEN NOT w.turn_ok THEN 'stale'
-                       WHEN w.state = 'bankrupt' THEN 'bankrupt'
-                       WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
-                       WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
-                       ELSE 'stale' END AS verdict
-              FROM w
+            -- With the account's remaining money once this statement has placed its holds.
+            SELECT y.*, y.cap - y.account_used - sum(CASE WHEN y.verdict = 'ok' THEN y.hd ELSE 0 END)
+                                                   OVER (PARTITION BY y.account_id)::bigint AS account_left
+              FROM (SELECT w.*, CASE
+                               WHEN NOT w.known THEN 'unknown_session'
+                               WHEN w.closed THEN 'closed'
+                               WHEN NOT w.turn_ok THEN 'stale'
+                               WHEN w.state = 'bankrupt' THEN 'bankrupt'
+                               WHEN w.m IS NULL THEN CASE WHEN w.cheapest_fits THEN 'stale' ELSE 'bankrupt' END
+                               WHEN w.candidate AND w.account_used + w.cumulative <= w.cap THEN 'ok'
+                               ELSE 'stale' END AS verdict
+                      FROM w) y
         ), logged AS (
             INSERT INTO decisions (session_id, turn, decided_at, policy_version, lambda, pool_id, task, prompt_tokens,
                                    features, budget_state, holds, feasible, model, propensity, scores, hold, status, peer_uid)
@@ -280,26 +285,24 @@ BEGIN
               FROM v
              WHERE se.id = v.s AND v.verdict IN ('ok', 'bankrupt')
             RETURNING v.n, v.verdict, v.t, v.budget, v.spent, se.held, v.hd, v.horizon, v.session_lambda, se.state,
-                      v.closed, v.account_id, v.cap - v.account_used AS account_left
+                      v.closed, v.account_left
         ), charged AS (
             UPDATE accounts a
                SET held = a.held + x.held, updated_at = now()
               FROM (SELECT v.account_id, sum(v.hd) AS held FROM v WHERE v.verdict = 'ok' GROUP BY v.account_id) x
              WHERE a.id = x.account_id
-            RETURNING a.id, a.cap - a.spent - a.held AS account_left
         )
         -- As for REPORT: the admitted and bankrupt turns from what their update returned, the
-        -- refused ones from their lookup; only the per-account update's rows are joined.
+        -- refused ones from their lookup.
         SELECT moved.n, moved.verdict, moved.t, moved.budget::bigint, moved.spent, moved.held::bigint,
                CASE WHEN moved.verdict = 'ok' THEN moved.hd END, moved.horizon, moved.session_lambda, moved.state::text,
-               moved.closed, NULL::bigint, NULL::bigint, coalesce(charged.account_left, moved.account_left)
-          FROM moved LEFT JOIN charged ON charged.id = moved.account_id
+               moved.closed, NULL::bigint, NULL::bigint, moved.account_left
+          FROM moved
         UNION ALL
         SELECT v.n, v.verdict, v.turns, v.budget::bigint, v.spent, v.held::bigint, NULL::bigint, v.horizon, v.session_lambda,
                v.state::text,
-               CASE WHEN v.known THEN v.closed END, NULL::bigint, NULL::bigint,
-               coalesce(charged.account_left, v.cap - v.account_used)
-          FROM v LEFT JOIN charged ON charged.id = v.account_id
+               CASE WHEN v.known THEN v.closed END, NULL::bigint, NULL::bigint, v.account_left
+          FROM v
          WHERE v.verdict NOT IN ('ok', 'bankrupt');
     END IF;
 END $$;
