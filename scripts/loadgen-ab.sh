@@ -31,23 +31,26 @@ ticks=$(getconf CLK_TCK)
 run() {  # this or other: sets `result` to "decisions/s backend-µs daemon-µs"
     if [ "$1" = this ]; then start_ledger loadgen-ab; else start_ledger loadgen-ab "${other_sql:-sql}" "${other_bin:-$bin}"; fi
     "$bin" loadgen --socket "$sock" --connections "$connections" --sessions "$warmup" >/dev/null
-    local postmaster pids p busiest=0 used d0 d1 out dps
-    postmaster=$(pgrep -f -- "-D $dir/pg/pgdata" | head -1)
-    pids=$(pgrep -P "$postmaster")
+    local postmaster pids p busiest=0 used d0 d1 out dps decisions
+    postmaster=$(pgrep -f -- "-D $dir/pg/pgdata" | head -1 || true)
+    [ -n "$postmaster" ] || { echo "cannot find the PostgreSQL of $dir" >&2; exit 1; }
+    # The postmaster's children: the backend that applies the batches is the busiest of them.
+    # Others (autovacuum workers) may end during the run, and then count as nothing.
+    pids=$(pgrep -P "$postmaster" || true)
     declare -A before
-    for p in $pids; do before[$p]=$(cpu "$p"); done
+    for p in $pids; do before[$p]=$(cpu "$p" 2>/dev/null || echo 0); done
     d0=$(cpu "$daemon")
     out=$("$bin" loadgen --socket "$sock" --connections "$connections" --sessions "$sessions")
     d1=$(cpu "$daemon")
     for p in $pids; do
-        used=$(( $(cpu "$p") - ${before[$p]} ))
+        used=$(( $(cpu "$p" 2>/dev/null || echo "${before[$p]}") - ${before[$p]} ))
         [ "$used" -gt "$busiest" ] && busiest=$used
     done
     stop_ledger
-    dps=$(grep -o 'decisions_per_second=[0-9]*' <<<"$out" | cut -d= -f2)
-    [ -n "$dps" ] || { echo "the load generator printed no rate: $out" >&2; exit 1; }
+    dps=$(grep -o 'decisions_per_second=[0-9]*' <<<"$out" | cut -d= -f2 || true)
+    decisions=$(grep -o '^decisions=[0-9]*' <<<"$out" | cut -d= -f2 || true)
+    [ -n "$dps" ] && [ -n "$decisions" ] || { echo "the load generator printed no rate: $out" >&2; exit 1; }
     grep -q ' errors=0' <<<"$out" || { echo "the load generator saw errors: $out" >&2; exit 1; }
-    local decisions=$((sessions * 8))
     result=$(python3 -c "print('%s %.1f %.1f' % ($dps, 1e6 * $busiest / $ticks / $decisions, 1e6 * ($d1 - $d0) / $ticks / $decisions))")
 }
 this=() other=()

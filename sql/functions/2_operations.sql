@@ -5,8 +5,8 @@
 -- whenever this file changes: `seqroute migrate` records its SHA-256 in schema_definitions.
 
 -- A batch is applied in a fixed handful of statements, whatever its size: survey and lock, then
--- one statement per kind of operation present (its reads and writes joined in one statement
--- with data-modifying CTEs), in the order OPEN, STATUS, FEEDBACK, REPORT, CLOSE, ROUTE, so that
+-- one statement per kind of operation present (two for OPEN), its reads and writes joined with
+-- data-modifying CTEs, in the order OPEN, STATUS, FEEDBACK, REPORT, CLOSE, ROUTE, so that
 -- routes see the money that reports and closes of the same batch freed. The daemon never puts
 -- two operations of one session in a batch (GroupCommitter), so within a statement every
 -- session, decision and account row is written at most once; a batch that breaks this is
@@ -55,19 +55,23 @@ BEGIN
     END IF;
 
     -- OPEN: the insert, then the answers in a statement of its own, which sees the rows: a
-    -- session this batch made carries the transaction's id (xmin), one that existed does not.
-    -- (The insert's returned rows joined back to the operations were a nested loop, quadratic in
-    -- the OPENs of a batch: 2,000 took a quarter of a second.)
+    -- session this batch made carries the transaction's id (xmin) and its start (opened_at; the
+    -- two together, as a frozen row keeps an old xmin that may come round again). That holds as
+    -- the daemon calls this function, alone in its transaction. No session row means the insert
+    -- found no account (one made between the two statements included). (The insert's returned
+    -- rows joined back to the operations were a nested loop, quadratic in the OPENs of a batch:
+    -- 2,000 took a quarter of a second.)
     IF 'open' = ANY (kinds) THEN
         INSERT INTO sessions (id, account_id, user_id, budget, horizon, lambda)
         SELECT x.s, x.a, x.u, x.b, x.h, x.l FROM unnest(ops) x JOIN accounts a ON a.id = x.a
          WHERE x.k = 'open'
         ON CONFLICT (id) DO NOTHING;
         RETURN QUERY
-        SELECT x.n, CASE WHEN a.id IS NULL THEN 'unknown_account'
-                         WHEN se.xmin = pg_current_xact_id()::xid THEN 'ok' ELSE 'exists' END,
+        SELECT x.n, CASE WHEN a.id IS NULL OR se.id IS NULL THEN 'unknown_account'
+                         WHEN se.xmin = pg_current_xact_id_if_assigned()::xid AND se.opened_at = now() THEN 'ok'
+                         ELSE 'exists' END,
                NULL::integer, x.b, 0::bigint, 0::bigint, NULL::bigint, x.h, x.l, 'open', false, NULL::bigint,
-               NULL::bigint, a.cap - a.spent - a.held
+               NULL::bigint, CASE WHEN se.id IS NOT NULL THEN a.cap - a.spent - a.held END
           FROM unnest(ops) x LEFT JOIN accounts a ON a.id = x.a LEFT JOIN sessions se ON se.id = x.s
          WHERE x.k = 'open';
     END IF;
