@@ -11,9 +11,9 @@
 #   MIXES="mixed-29 routes-29 reports-29" scripts/batch-cost.sh
 #
 # To compare this checkout's sql/ with another SQL folder (an earlier release's, from 010 on, as
-# the daemon's batch type must match), name it in COMPARE_SQL: a ledger migrated from each runs side by side, and pgbench works on one, then
-# the other, for SECONDS_PER_RUN each (5 by default), over ROUNDS rounds (12 by default) that
-# alternate which goes first. The machine's speed drifts by more than a change to the batch
+# the daemon's batch type must match), name it in COMPARE_SQL: a ledger migrated from each runs
+# side by side, and pgbench works on one, then the other, for SECONDS_PER_RUN each (5 by
+# default), over ROUNDS rounds (12 by default) that alternate which goes first. The machine's speed drifts by more than a change to the batch
 # function is worth; alternating every few seconds leaves both sides the same drift. Prints
 # each round, the medians, and the median of the rounds' ratios (this checkout / the other).
 #   COMPARE_SQL=/tmp/before/sql MIXES=mixed-29 scripts/batch-cost.sh
@@ -68,6 +68,7 @@ if [ -n "$compare" ]; then
     other_dsn=$dsn other_dir=$dir
 fi
 ticks=$(getconf CLK_TCK)
+calls() { psql -Atq "$1" -c "SELECT last_value FROM bench_calls"; }  # batches applied so far
 measure() {  # dsn, folder, mix, seconds: sets `result`, the backend's CPU per batch in µs
     local backend c0 c1 n0 n1
     "$pgbin/pgbench" -n -M prepared -D mix="$3" -f "$2/bench.sql" -T "$4" -c 1 "$1" >"$2/pgbench.out" 2>&1 &
@@ -75,10 +76,10 @@ measure() {  # dsn, folder, mix, seconds: sets `result`, the backend's CPU per b
     backend=$(pgbench_backend "$1" '%seqroute_apply%')
     sleep 1
     c0=$(cpu "$backend")
-    n0=$(psql -Atq "$1" -c "SELECT last_value FROM bench_calls")
+    n0=$(calls "$1")
     sleep $(($4 - 3))
     c1=$(cpu "$backend")
-    n1=$(psql -Atq "$1" -c "SELECT last_value FROM bench_calls")
+    n1=$(calls "$1")
     wait "$bench"
     bench=''
     [ "$n1" -gt "$n0" ] || { echo "no batch was applied while measuring $3" >&2; exit 1; }

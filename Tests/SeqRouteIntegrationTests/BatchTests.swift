@@ -112,8 +112,7 @@ import Testing
         // The answers in order, as runs of equal ones ("ok/closed x300"), which read better
         // than 400 rows when an expectation fails.
         func apply(_ ops: [String]) throws -> [String] {
-            let json = "[" + ops.enumerated().map { "{\"n\":\($0.offset + 1)," + $0.element + "}" }.joined(separator: ",") + "]"
-            let answers = try db.query("SELECT status, state FROM seqroute_apply($1::json) ORDER BY n", [json])
+            let answers = try db.query("SELECT status, state FROM seqroute_apply($1::json) ORDER BY n", [jsonBatch(ops)])
                 .map { ($0[0] ?? "-") + "/" + ($0[1] ?? "-") }
             var runs: [(String, Int)] = []
             for a in answers {
@@ -133,8 +132,7 @@ import Testing
         // Turn 1 of s0 … s4 routed and reported; s5 left bankrupt (its budget is below the
         // cheapest hold, and the route names no model).
         for i in 0..<5 {
-            #expect(try apply([#""k":"route","s":"s\#(i)","t":1,"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
-                               + #""fb":"\\x3f000000","bs":[1,0,100000,0,0,0],"hs":[300],"fe":[true]"#]) == ["ok/open x1"])
+            #expect(try apply([routeOp("s\(i)", turn: 1)]) == ["ok/open x1"])
             #expect(try apply([#""k":"report","s":"s\#(i)","t":1,"c":200"#]) == ["ok/- x1"])
         }
         #expect(try apply([open(500, budget: 50)]) == ["ok/open x1"])
@@ -164,8 +162,8 @@ import Testing
         // Each operation's status, and whether its remaining money is its account's now (nil
         // for an operation without an account).
         func apply(_ ops: [String]) throws -> [String] {
-            let json = "[" + ops.enumerated().map { "{\"n\":\($0.offset + 1)," + $0.element + "}" }.joined(separator: ",") + "]"
-            let rows = try db.query("SELECT n, status, account_remaining FROM seqroute_apply($1::json) ORDER BY n", [json])
+            let rows = try db.query("SELECT n, status, account_remaining FROM seqroute_apply($1::json) ORDER BY n",
+                                    [jsonBatch(ops)])
             let now = try remaining()
             return rows.map { row in
                 let session = ops[Int(row[0]!)! - 1].components(separatedBy: #""s":""#)[1].prefix { $0 != "\"" }
@@ -175,11 +173,7 @@ import Testing
         }
         let opens = sessions.keys.sorted().map { #""k":"open","s":"\#($0)","a":"\#(sessions[$0]!)","b":5000"# }
         #expect(try apply(opens) == Array(repeating: "ok/now", count: 6))
-        func route(_ s: String, _ hold: Int) -> String {
-            #""k":"route","s":"\#(s)","t":1,"m":"m","hd":\#(hold),"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
-                + #""fb":"\\x3f000000","bs":[1,0,5000,0,0,0],"hs":[\#(hold)],"fe":[true]"#
-        }
-        #expect(try apply((1...6).map { route("s\($0)", 1000 + 100 * $0) } + [route("nowhere", 100)])
+        #expect(try apply((1...6).map { routeOp("s\($0)", turn: 1, hold: 1000 + 100 * $0) } + [routeOp("nowhere", turn: 1)])
                 == Array(repeating: "ok/now", count: 6) + ["unknown_session/nil"])
         func report(_ s: String, _ turn: Int) -> String { #""k":"report","s":"\#(s)","t":\#(turn),"c":500"# }
         // s5's turn 2 was never routed; its account still had s6's report in the batch.
@@ -199,10 +193,7 @@ import Testing
         func apply(_ op: String) throws -> String? {
             try db.query("SELECT status FROM seqroute_apply($1::json)", ["[{\"n\":1," + op + "}]"]).first?[0]
         }
-        func route(_ turn: Int) -> String {
-            #""k":"route","s":"x","t":\#(turn),"m":"m","hd":300,"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
-                + #""fb":"\\x3f000000","bs":[1,0,100000,0,0,0],"hs":[300],"fe":[true]"#
-        }
+        func route(_ turn: Int) -> String { routeOp("x", turn: turn) }
         func report(_ turn: Int) -> String { #""k":"report","s":"x","t":\#(turn),"c":200,"q":0.5"# }
         #expect(try apply(#""k":"open","s":"x","a":"acct","b":100000"#) == "ok")
         let turns = 12
@@ -592,6 +583,17 @@ import Testing
 }
 
 /// Completions arrive on the committer's thread; the test waits for all of them.
+/// Operations (their keys, without `n`) as the JSON batch seqroute_apply() reads, numbered in order.
+private func jsonBatch(_ ops: [String]) -> String {
+    "[" + ops.enumerated().map { "{\"n\":\($0.offset + 1)," + $0.element + "}" }.joined(separator: ",") + "]"
+}
+
+/// A ROUTE's keys for a JSON batch: model m, one feature, a pool of one model.
+private func routeOp(_ session: String, turn: Int, hold: Int = 300) -> String {
+    #""k":"route","s":"\#(session)","t":\#(turn),"m":"m","hd":\#(hold),"mh":100,"pv":"v","l":0,"pool":"p","pt":3,"#
+        + #""fb":"\\x3f000000","bs":[\#(turn),0,100000,0,0,0],"hs":[\#(hold)],"fe":[true]"#
+}
+
 private final class LockedResults: @unchecked Sendable {
     private let cond = NSCondition()
     private var results: [Result<LedgerResult, LedgerFailure>?]
